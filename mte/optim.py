@@ -1,0 +1,88 @@
+"""Optimisers. ``LazyAdam``: Adam that touches only the embedding rows a batch used.
+
+A bag-of-words text branch holds a 30k–60k × 300 word-embedding table — 98% of the model's parameters — while a
+batch of 128 reviews uses a few thousand distinct words. Dense Adam rewrites the whole table (and its two moment
+buffers) every step, which dominates a CPU step several times over. With sparse embedding gradients, LazyAdam
+updates the moments and weights of the touched rows only (the "lazy Adam" of TensorFlow Addons / torch's
+SparseAdam), and is exactly Adam for every dense parameter — so one optimiser serves the whole model and
+Lightning's automatic optimisation and LR schedulers work unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+from torch.optim import Optimizer
+
+
+class LazyAdam(Optimizer):
+    """Adam (Kingma & Ba, torch's formulation) with lazy row-wise updates for sparse gradients.
+
+    Dense parameters get exactly ``torch.optim.Adam``'s update (L2 ``weight_decay`` added to the gradient).
+    Sparse parameters update only the rows present in the gradient, with the step's bias corrections; weight
+    decay is not applied to them (decaying untouched rows would make the update dense again).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.nn.Parameter] | Iterable[dict],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        if lr < 0 or eps < 0 or weight_decay < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
+            raise ValueError(f"invalid LazyAdam hyper-parameters: lr={lr} betas={betas} eps={eps} wd={weight_decay}")
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                state = self.state[param]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                state["step"] += 1
+                step_size = group["lr"] / (1 - beta1 ** state["step"])
+                bias_correction2_sqrt = math.sqrt(1 - beta2 ** state["step"])
+                if param.grad.is_sparse:
+                    self._sparse_update(param, state, group, step_size, bias_correction2_sqrt)
+                else:
+                    self._dense_update(param, state, group, step_size, bias_correction2_sqrt)
+        return loss
+
+    @staticmethod
+    def _dense_update(param, state, group, step_size: float, bc2_sqrt: float) -> None:
+        beta1, beta2 = group["betas"]
+        grad = param.grad
+        if group["weight_decay"]:
+            grad = grad.add(param, alpha=group["weight_decay"])
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        denom = (exp_avg_sq.sqrt() / bc2_sqrt).add_(group["eps"])
+        param.addcdiv_(exp_avg, denom, value=-step_size)
+
+    @staticmethod
+    def _sparse_update(param, state, group, step_size: float, bc2_sqrt: float) -> None:
+        beta1, beta2 = group["betas"]
+        grad = param.grad.coalesce()  # one row per index: duplicates summed, as the dense gradient would
+        rows, values = grad.indices()[0], grad.values()
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        avg_rows = exp_avg[rows].lerp_(values, 1 - beta1)
+        sq_rows = exp_avg_sq[rows].mul_(beta2).addcmul_(values, values, value=1 - beta2)
+        exp_avg[rows] = avg_rows
+        exp_avg_sq[rows] = sq_rows
+        denom = (sq_rows.sqrt() / bc2_sqrt).add_(group["eps"])
+        param.index_add_(0, rows, avg_rows / denom, alpha=-step_size)
