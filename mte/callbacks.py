@@ -1,0 +1,219 @@
+"""Lightning callbacks: retrieval metrics on the held-out split, and an embedding projector.
+
+Metrics are computed once per validation (or test) run over *all* embeddings of the split, gathered from every
+DDP rank and de-duplicated by item index — so 2-process numbers equal 1-process numbers on the same weights.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities import rank_zero_only
+
+from mte.metrics import retrieval_metrics
+
+DIRECTIONS = ("t2a", "a2t")
+
+
+def gather_rows(module: pl.LightningModule, tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate a tensor's rows from every rank; ranks may hold different numbers of rows."""
+    if module._trainer is None or module.trainer.world_size == 1:
+        return tensor
+    sizes = module.all_gather(torch.tensor(len(tensor), device=tensor.device)).flatten().tolist()
+    width = max(sizes)
+    padded = torch.zeros((width, *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
+    padded[: len(tensor)] = tensor
+    stacked = module.all_gather(padded)
+    return torch.cat([stacked[rank, :n] for rank, n in enumerate(sizes)])
+
+
+def album_embeddings(track_emb: torch.Tensor, track_album: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One embedding per album: the L2-normalised mean of its tracks' embeddings (the ``album`` protocol)."""
+    albums, inverse = torch.unique(track_album, return_inverse=True)
+    sums = torch.zeros(len(albums), track_emb.shape[1], dtype=track_emb.dtype, device=track_emb.device)
+    sums.index_add_(0, inverse, track_emb)
+    return F.normalize(sums, dim=1), albums
+
+
+class _SplitEmbeddings:
+    """Accumulates the eval-step outputs of one split: dataloader 0 = reviews, 1 = tracks."""
+
+    def __init__(self) -> None:
+        self.parts: dict[int, dict[str, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
+
+    def add(self, outputs: dict[str, torch.Tensor], dataloader_idx: int) -> None:
+        for key, value in outputs.items():
+            self.parts[dataloader_idx][key].append(value.detach())
+
+    def collect(self, module: pl.LightningModule, dataloader_idx: int) -> dict[str, torch.Tensor]:
+        """This modality's embeddings from all ranks, one row per item, ordered by item index."""
+        local = {k: torch.cat(v) for k, v in self.parts[dataloader_idx].items()}
+        merged = {k: gather_rows(module, v) for k, v in local.items()}
+        index, first = _first_occurrence(merged["index"])
+        return {"index": index, **{k: v[first] for k, v in merged.items() if k != "index"}}
+
+
+def _first_occurrence(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sorted unique values of ``index`` and the position of one occurrence of each (DDP pads by repeating)."""
+    unique, inverse = torch.unique(index, return_inverse=True)
+    positions = torch.arange(len(index), device=index.device)
+    first = torch.full((len(unique),), len(index), dtype=torch.long, device=index.device)
+    first.scatter_reduce_(0, inverse, positions, reduce="amin")
+    return unique, first
+
+
+def split_metrics(
+    reviews: dict[str, torch.Tensor], tracks: dict[str, torch.Tensor], stage: str, ks: Sequence[int], map_k: int
+) -> dict[str, float]:
+    """Both directions under the ``album`` protocol: reviews ↔ albums (mean of their tracks)."""
+    albums, album_ids = album_embeddings(tracks["embedding"].float(), tracks["album"])
+    text = reviews["embedding"].float()
+    metrics = retrieval_metrics(text, albums, reviews["album"], album_ids, ks=ks, map_k=map_k, prefix=f"{stage}/t2a")
+    metrics.update(
+        retrieval_metrics(albums, text, album_ids, reviews["album"], ks=ks, map_k=map_k, prefix=f"{stage}/a2t")
+    )
+    return metrics
+
+
+def _higher_is_better(name: str) -> bool:
+    return not (name.endswith("MedR") or name.endswith("MeanR"))
+
+
+class RetrievalMetrics(Callback):
+    """Logs R@K, mAP@K, median and mean rank in both directions after every validation and test run.
+
+    Also logs the best value so far of every validation metric under ``val_best/…`` (max for recalls and mAP,
+    min for ranks), which is what ``metrics.json`` and sweeps report.
+    """
+
+    def __init__(self, ks: Sequence[int] = (1, 5, 10), map_k: int = 10) -> None:
+        self.ks = tuple(ks)
+        self.map_k = map_k
+        self.best: dict[str, float] = {}
+        self.last: dict[str, dict[str, float]] = {}
+        self._buffer = _SplitEmbeddings()
+
+    # Lightning hook plumbing: the same collection for validation and test.
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._buffer = _SplitEmbeddings()
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._buffer.add(outputs, dataloader_idx)
+
+    on_test_batch_end = on_validation_batch_end
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:  # a few batches only: metrics would be meaningless
+            return
+        metrics = self._compute(pl_module, "val")
+        for name, value in metrics.items():
+            better = max if _higher_is_better(name) else min
+            key = name.replace("val/", "val_best/", 1)
+            self.best[key] = better(self.best.get(key, value), value)
+        self._log(pl_module, {**metrics, **self.best})
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._log(pl_module, self._compute(pl_module, "test"))
+
+    def _compute(self, pl_module: pl.LightningModule, stage: str) -> dict[str, float]:
+        reviews, tracks = self._buffer.collect(pl_module, 0), self._buffer.collect(pl_module, 1)
+        self._buffer = _SplitEmbeddings()
+        metrics = split_metrics(reviews, tracks, stage, self.ks, self.map_k)
+        self.last[stage] = metrics
+        return metrics
+
+    @staticmethod
+    def _log(pl_module: pl.LightningModule, metrics: dict[str, float]) -> None:
+        # Every rank holds identical gathered values, so no further reduction is needed.
+        for name, value in metrics.items():
+            pl_module.log(name, float(value), prog_bar=name.endswith("t2a/R@10"), sync_dist=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": dict(self.best)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best = dict(state_dict.get("best", {}))
+
+
+class EmbeddingProjector(Callback):
+    """At the end of training, writes a sample of both modalities of the val split to the embedding projectors.
+
+    Every row carries modality, artist, album title, genre and (for reviews) a snippet of the text. Written to
+    TensorBoard's projector (when a TensorBoard logger is active), to a W&B table (when W&B is active), and always
+    as ``projector/{tensors,metadata}.tsv`` in the run dir for projector.tensorflow.org.
+    """
+
+    def __init__(self, n_reviews: int = 500, n_albums: int = 200, snippet_chars: int = 120, seed: int = 0) -> None:
+        self.n_reviews, self.n_albums, self.snippet_chars, self.seed = n_reviews, n_albums, snippet_chars, seed
+
+    @rank_zero_only
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        dm = trainer.datamodule
+        if dm is None:
+            return
+        embeddings, rows = self._sample(dm, pl_module)
+        header = ["modality", "artist", "album", "genre", "text"]
+        out_dir = Path(trainer.default_root_dir) / "projector"
+        write_projector_tsv(out_dir, embeddings, header, rows)
+        for logger in trainer.loggers:
+            kind = type(logger).__name__
+            if kind == "TensorBoardLogger":
+                logger.experiment.add_embedding(
+                    embeddings,
+                    metadata=rows,
+                    metadata_header=header,
+                    tag="joint_space",
+                    global_step=trainer.global_step,
+                )
+            elif kind == "WandbLogger":
+                data = [[*row, emb] for row, emb in zip(rows, embeddings.tolist(), strict=True)]
+                logger.log_table(key="embeddings", columns=[*header, "embedding"], data=data)
+
+    @torch.no_grad()
+    def _sample(self, dm: Any, pl_module: pl.LightningModule) -> tuple[torch.Tensor, list[list[str]]]:
+        generator = torch.Generator().manual_seed(self.seed)
+        reviews = dm.split_reviews("val")
+        reviews = reviews[torch.randperm(len(reviews), generator=generator)[: self.n_reviews].numpy()]
+        tracks = dm.split_tracks("val")
+        tracks = tracks[torch.randperm(len(tracks), generator=generator)[: self.n_albums].numpy()]
+        was_training = pl_module.training
+        pl_module.eval()
+        text_batch = {k: v.to(pl_module.device) for k, v in dm.text.batch(reviews).items()}
+        text = pl_module.embed_text(text_batch).cpu()
+        audio = pl_module.embed_audio(torch.from_numpy(dm.audio[tracks]).to(pl_module.device)).cpu()
+        pl_module.train(was_training)
+        albums = dm.data.albums
+        review_rows = dm.data.reviews[reviews]
+        rows = []
+        for album_row, snippet in zip(
+            dm.review_album[reviews].tolist(), review_rows.get_column("text").to_list(), strict=True
+        ):
+            rows.append(["review", *self._album_meta(albums, album_row), (snippet or "")[: self.snippet_chars]])
+        for album_row in dm.track_album[tracks].tolist():
+            rows.append(["audio", *self._album_meta(albums, album_row), ""])
+        return torch.cat([text, audio]), rows
+
+    @staticmethod
+    def _album_meta(albums: Any, row: int) -> list[str]:
+        record = albums.row(row, named=True)
+        return [str(record.get("artist") or ""), str(record.get("title") or ""), str(record.get("genre") or "")]
+
+
+def write_projector_tsv(out_dir: Path, embeddings: torch.Tensor, header: list[str], rows: list[list[str]]) -> None:
+    """The two TSV files the standalone TensorFlow projector loads (tensors, and metadata with a header)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "tensors.tsv", "w", newline="") as f:
+        csv.writer(f, delimiter="\t").writerows([f"{x:.6f}" for x in vec] for vec in embeddings.tolist())
+    clean = [[cell.replace("\t", " ").replace("\n", " ") for cell in row] for row in rows]
+    with open(out_dir / "metadata.tsv", "w", newline="") as f:
+        csv.writer(f, delimiter="\t").writerows([header, *clean])

@@ -1,0 +1,91 @@
+"""Experiment loggers: W&B that works with no account and no network, and logger construction from config."""
+
+from __future__ import annotations
+
+import netrc
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+WANDB_HOST = "api.wandb.ai"
+
+
+def wandb_mode() -> str:
+    """``online`` when the user asked for it or is logged in, else ``offline`` (``WANDB_MODE`` always wins)."""
+    explicit = os.environ.get("WANDB_MODE")
+    if explicit:
+        return explicit
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        if netrc.netrc().authenticators(WANDB_HOST):
+            return "online"
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        pass
+    return "offline"
+
+
+def _hydra_run_names() -> tuple[str | None, str | None]:
+    """(job name built from the overrides, group for a multirun sweep) when running under Hydra."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra_cfg = HydraConfig.get()
+    except (ImportError, ValueError):
+        return None, None
+    name = hydra_cfg.job.override_dirname or "default"
+    group = None
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        group = "sweep-" + Path(hydra_cfg.sweep.dir).as_posix().replace("/", "_").lstrip("._")
+    return name, group
+
+
+def wandb_logger(
+    save_dir: str,
+    project: str = "mte",
+    entity: str | None = None,
+    tags: Sequence[str] = (),
+    group: str | None = None,
+    name: str | None = None,
+):
+    """A Lightning ``WandbLogger`` whose files live under the run dir, online or offline (see :func:`wandb_mode`).
+
+    The run name defaults to the Hydra overrides (``loss.margin=0.1,model.embed_dim=64``) and, in a multirun, all
+    jobs share one group so W&B shows the sweep together.
+    """
+    from pytorch_lightning.loggers import WandbLogger
+
+    mode = wandb_mode()
+    auto_name, auto_group = _hydra_run_names()
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    if mode == "offline":
+        print(f"W&B: offline run under {save_dir}/wandb — upload later with: wandb sync {save_dir}/wandb/offline-run-*")
+    return WandbLogger(
+        save_dir=save_dir,
+        project=project,
+        entity=entity,
+        name=name or auto_name,
+        group=group or auto_group,
+        tags=list(tags),
+        offline=mode == "offline",
+        mode=mode,
+    )
+
+
+def build_loggers(cfg: Mapping[str, Any] | None) -> list[Any]:
+    """Instantiate every logger in the ``logger`` config group (a mapping name → ``_target_`` config)."""
+    from hydra.utils import instantiate
+
+    return [instantiate(spec) for spec in (cfg or {}).values() if spec is not None]
+
+
+def finish_loggers(loggers: Sequence[Any]) -> None:
+    """Close W&B runs so offline files (summary, config) are complete — needed between multirun jobs."""
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            import wandb
+
+            if wandb.run is not None:
+                wandb.finish()

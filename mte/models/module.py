@@ -1,0 +1,170 @@
+"""The LightningModule: a text branch and an audio branch into one L2-normalised space, trained with a ranking loss.
+
+The module is built from plain config mappings (saved as hyper-parameters), so ``EmbeddingModel.load_from_checkpoint``
+rebuilds exactly the trained network for evaluation and search without the Hydra config that made it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from mte.losses import InfoNCELoss, MarginRankingLoss
+from mte.models.audio import build_audio_encoder
+from mte.models.heads import ProjectionHead
+from mte.models.text import build_text_backbone
+from mte.optim import LazyAdam
+
+Batch = dict[str, Any]
+
+
+def build_loss(cfg: Mapping[str, Any]) -> nn.Module:
+    """The ranking loss named by ``cfg['name']`` (``margin`` | ``infonce``), configured by the other keys."""
+    options = {k: v for k, v in cfg.items() if k != "name"}
+    if cfg["name"] == "margin":
+        return MarginRankingLoss(**options)
+    if cfg["name"] == "infonce":
+        return InfoNCELoss(**options)
+    raise ValueError(f"unknown loss {cfg['name']!r}; choose 'margin' or 'infonce'")
+
+
+def _plain(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A plain dict (OmegaConf containers become dicts) so hyper-parameters pickle and log cleanly."""
+    if cfg is None:
+        return {}
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except ImportError:  # pragma: no cover
+        pass
+    return dict(cfg)
+
+
+class EmbeddingModel(pl.LightningModule):
+    """Two branches (text, audio) → shared space, trained with ``loss``.
+
+    Args:
+        text: text backbone config (``name``: bow | lstm | hf, and its options).
+        audio: audio head config (``kind``: mlp | linear, ``batch_norm``, ``dropout``).
+        model: ``embed_dim``, ``hidden_dim``, ``text_head`` (mlp | linear), ``optimizer``, ``scheduler``.
+        loss: loss config (``name``: margin | infonce, and its options).
+        vocab_size: word vocabulary size (bow/lstm).
+        audio_dim: length of the descriptor feature vector.
+    """
+
+    def __init__(
+        self,
+        text: Mapping[str, Any],
+        audio: Mapping[str, Any],
+        model: Mapping[str, Any],
+        loss: Mapping[str, Any],
+        vocab_size: int,
+        audio_dim: int,
+    ) -> None:
+        super().__init__()
+        text, audio, model, loss = _plain(text), _plain(audio), _plain(model), _plain(loss)
+        self.save_hyperparameters(
+            {
+                "text": text,
+                "audio": audio,
+                "model": model,
+                "loss": loss,
+                "vocab_size": vocab_size,
+                "audio_dim": audio_dim,
+            }
+        )
+        self.text_backbone = build_text_backbone(text, vocab_size)
+        self.text_head = ProjectionHead(
+            self.text_backbone.out_dim,
+            hidden_dim=model.get("hidden_dim", 256),
+            embed_dim=model.get("embed_dim", 128),
+            kind=model.get("text_head", "mlp"),
+            batch_norm=model.get("text_batch_norm", False),
+            dropout=model.get("text_dropout", 0.0),
+        )
+        self.audio_encoder = build_audio_encoder(
+            {**audio, "hidden_dim": model.get("hidden_dim", 256), "embed_dim": model.get("embed_dim", 128)}, audio_dim
+        )
+        self.loss = build_loss(loss)
+
+    # -- embedding ---------------------------------------------------------------------------------------------
+    def embed_text(self, batch: Batch) -> torch.Tensor:
+        """L2-normalised text embeddings of a batch carrying tokens, HF inputs or cached features."""
+        return self.text_head(self.text_backbone(batch))
+
+    def embed_audio(self, audio: torch.Tensor) -> torch.Tensor:
+        """L2-normalised audio embeddings of standardised descriptor vectors."""
+        return self.audio_encoder(audio)
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.embed_text(batch), self.embed_audio(batch["audio"])
+
+    # -- training ----------------------------------------------------------------------------------------------
+    def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """All ranks' rows (with gradients for ours), so in-batch negatives span the global batch under DDP."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return tensor
+        return self.all_gather(tensor, sync_grads=True).flatten(0, 1)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        text, audio = self(batch)
+        text, audio, album = self._gather(text), self._gather(audio), self._gather(batch["album"])
+        terms = self.loss(text, audio, album)
+        if self._trainer is not None:
+            size = len(batch["album"])
+            self.log_dict({f"train/{name}": value.detach() for name, value in terms.items()}, batch_size=size)
+        return terms["loss"]
+
+    # -- evaluation: embed both modalities; the RetrievalMetrics callback turns them into metrics --------------
+    def _embed_eval(self, batch: Batch, dataloader_idx: int) -> dict[str, torch.Tensor]:
+        if dataloader_idx == 0:
+            return {"embedding": self.embed_text(batch), "index": batch["review_idx"], "album": batch["album"]}
+        return {"embedding": self.embed_audio(batch["audio"]), "index": batch["track_idx"], "album": batch["album"]}
+
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        return self._embed_eval(batch, dataloader_idx)
+
+    def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        return self._embed_eval(batch, dataloader_idx)
+
+    # -- optimisation ------------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        cfg = self.hparams["model"].get("optimizer", {})
+        params = [p for p in self.parameters() if p.requires_grad]
+        name = cfg.get("name", "adam").lower()
+        kwargs = {"lr": cfg.get("lr", 1e-3), "weight_decay": cfg.get("weight_decay", 0.0)}
+        # LazyAdam is exactly Adam on dense parameters and updates only the used rows of sparse word embeddings.
+        optimizers = {"adam": LazyAdam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+        if name not in optimizers:
+            raise ValueError(f"unknown optimizer {name!r}; choose one of {sorted(optimizers)}")
+        optimizer = optimizers[name](params, **kwargs)
+        scheduler = self._scheduler(optimizer, self.hparams["model"].get("scheduler") or {})
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _scheduler(self, optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any]):
+        """Optional linear warm-up then cosine decay, stepped per batch (``name: cosine``)."""
+        name = cfg.get("name", "none")
+        if name in (None, "none", "constant"):
+            return None
+        if name != "cosine":
+            raise ValueError(f"unknown scheduler {name!r}; choose 'none' or 'cosine'")
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = min(int(cfg.get("warmup_fraction", 0.05) * total), total - 1)
+        min_ratio = cfg.get("min_lr_ratio", 0.01)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            progress = (step - warmup) / max(total - warmup, 1)
+            return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

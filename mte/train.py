@@ -1,0 +1,27 @@
+"""``python -m mte.train [group=option …] [key=value …]`` — train one configuration (or a sweep with ``-m``).
+
+Examples::
+
+    python -m mte.train                                   # synthetic MARD, bag-of-words, margin loss
+    python -m mte.train text=distilbert loss.bidirectional=false
+    python -m mte.train -m loss.margin=0.05,0.1,0.2 model.embed_dim=64,128
+    python -m mte.train experiment=neighborhood trainer=gpu
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Run training; return ``optimized_metric`` so Optuna and multirun sweeps can optimise it."""
+    from mte.training import run
+
+    metrics = run(cfg)
+    return metrics.get(cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()

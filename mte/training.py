@@ -1,0 +1,167 @@
+"""One training run from a composed config: prepare (cached) → data module → model → fit → test → metrics.json.
+
+``mte/train.py`` is only the Hydra entry point; everything it does lives here so that tests, notebooks and other
+entry points can run the same thing with a config they built themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+
+def quiet_known_warnings() -> None:
+    """Silence warnings that are expected in every run and say nothing about the user's experiment."""
+    # Lightning 2.6 on torch ≥ 2.9 warns about torch.utils._pytree.LeafSpec on every run.
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+    # Batches are assembled vectorised in the main process; extra loader workers would only add IPC.
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*hp_metric.*")
+
+
+def build_datamodule(cfg: DictConfig, model: Any, data: Any):
+    """The data module, fed with what the model's text backbone reads (tokens, HF inputs or cached features)."""
+    from mte.data.datamodule import MardDataModule
+
+    backbone = model.text_backbone
+    kind = backbone.input_kind
+    options: dict[str, Any] = {}
+    if kind == "hf":
+        options["tokenize"] = backbone.text_tokenizer  # picklable: loader workers get no model copy
+    elif kind == "features":
+        options["text_features"], options["feature_reviews"] = frozen_text_features(cfg, backbone, data)
+    return MardDataModule(
+        data,
+        batch_size=cfg.data.batch_size,
+        sampler=cfg.sampler.name,
+        num_workers=cfg.data.num_workers,
+        text_input=kind,
+        seed=cfg.seed,
+        **options,
+    )
+
+
+def frozen_text_features(cfg: DictConfig, backbone: Any, data: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Features of every paired review from the frozen encoder: computed once, then read from the disk cache."""
+    from mte.data.datamodule import review_strings
+    from mte.models.feature_cache import cached_text_features
+
+    paired = np.flatnonzero(data.reviews.get_column("paired").to_numpy())
+    text_fields = data.manifest["config"]["text_fields"]
+    texts = review_strings(data.reviews[paired], text_fields)
+    # keyed by the raw data's fingerprint and how reviews become text: a re-prepare in place cannot reuse stale rows
+    data_key = hashlib.sha256(f"{data.manifest['fingerprint']}|{text_fields}|{len(paired)}".encode()).hexdigest()[:16]
+    cache_dir = Path(cfg.data.cache_dir) / "text_features"
+    batch_size = cfg.text.get("feature_batch_size", 64)
+    features = cached_text_features(backbone, texts, cache_dir, data_key, batch_size=batch_size)
+    return np.asarray(features, dtype=np.float32), paired
+
+
+def build_model(cfg: DictConfig, data: Any):
+    from mte.models.module import EmbeddingModel
+
+    return EmbeddingModel(
+        text=cfg.text,
+        audio=cfg.audio,
+        model=cfg.model,
+        loss=cfg.loss,
+        vocab_size=data.vocabulary().size,
+        audio_dim=len(data.feature_names),
+    )
+
+
+def build_callbacks(cfg: DictConfig | None) -> list[Any]:
+    from hydra.utils import instantiate
+
+    return [instantiate(spec) for spec in (cfg or {}).values() if spec is not None]
+
+
+def _find(callbacks: list[Any], type_name: str) -> Any:
+    return next((c for c in callbacks if type(c).__name__ == type_name), None)
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON via a temp file and rename, so a killed run never leaves a half-written file."""
+    tmp = path.with_suffix(path.suffix + f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Train (and test) one configuration; returns the flat metrics also written to ``<run dir>/metrics.json``."""
+    quiet_known_warnings()
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from mte.data.prepare import prepare_from_config
+    from mte.data.processed import ProcessedData
+    from mte.loggers import build_loggers, finish_loggers
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    data = ProcessedData.load(prepare_from_config(cfg.data))
+    model = build_model(cfg, data)
+    datamodule = build_datamodule(cfg, model, data)
+    callbacks = build_callbacks(cfg.get("callbacks"))
+    loggers = build_loggers(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    run_dir = Path(cfg.paths.output_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for logger in loggers:
+        logger.log_hyperparams(resolved)
+    try:
+        if cfg.get("train", True):
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        retrieval = _find(callbacks, "RetrievalMetrics")
+        checkpoint = _find(callbacks, "ModelCheckpoint")
+        best_path = checkpoint.best_model_path if checkpoint is not None else ""
+        if cfg.get("test", True) and not trainer.fast_dev_run:
+            trainer.test(model, datamodule=datamodule, ckpt_path=best_path or cfg.get("ckpt_path"), verbose=False)
+        metrics: dict[str, float] = {}
+        if retrieval is not None:
+            for stage_metrics in retrieval.last.values():
+                metrics.update(stage_metrics)
+            metrics.update(retrieval.best)
+    finally:
+        finish_loggers(loggers)
+    if trainer.is_global_zero:
+        write_json_atomic(
+            run_dir / "metrics.json",
+            {
+                "metrics": metrics,
+                "best_checkpoint": best_path,
+                "last_checkpoint": str(Path(checkpoint.dirpath) / "last.ckpt") if checkpoint else "",
+                "epochs": trainer.current_epoch,
+                "processed_dir": str(data.root),
+                "tags": list(cfg.get("tags") or []),
+            },
+        )
+        print_summary(metrics, run_dir)
+    return metrics
+
+
+def print_summary(metrics: dict[str, float], run_dir: Path) -> None:
+    """The recall table (best validation and test, both directions) and where the run's files are."""
+    from rich.console import Console
+    from rich.table import Table
+
+    columns = ["R@1", "R@5", "R@10", "mAP@10", "MedR", "MeanR"]
+    table = Table(title="retrieval (album protocol; R@K and mAP in %)")
+    table.add_column("split/direction")
+    for c in columns:
+        table.add_column(c, justify="right")
+    for stage in ("val_best", "test"):
+        for direction in ("t2a", "a2t"):
+            values = [metrics.get(f"{stage}/{direction}/{c}") for c in columns]
+            if all(v is None for v in values):
+                continue
+            table.add_row(f"{stage}/{direction}", *("—" if v is None else f"{v:.2f}" for v in values))
+    console = Console()
+    console.print(table)
+    console.print(f"run dir: {run_dir}  (metrics.json, checkpoints/, .hydra/config.yaml, logger files)")

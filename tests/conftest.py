@@ -1,0 +1,49 @@
+"""Shared fixtures: real MARD-format dirs on disk (synthetic generator), prepared once per session.
+
+The environment is pinned before any test imports mte: W&B offline, no hub access, caches and outputs under a
+per-session temp dir so tests never touch ~/.cache/mte or ./outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import pytest
+
+_SESSION_TMP = Path(tempfile.mkdtemp(prefix="mte-tests-"))
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ["MTE_CACHE_DIR"] = str(_SESSION_TMP / "cache")
+os.environ["MTE_OUTPUT_DIR"] = str(_SESSION_TMP / "outputs")
+warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(scope="session")
+def session_tmp() -> Path:
+    return _SESSION_TMP
+
+
+@pytest.fixture(scope="session")
+def synthetic_raw(session_tmp: Path) -> Path:
+    """A small synthetic MARD raw dir (quirks on), shared by the session; treat it as read-only."""
+    from mte.data.synth import generate
+
+    out = session_tmp / "raw-small"
+    generate(out, albums=160, seed=0, tracks_per_album=1, quirks=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def processed_dir(synthetic_raw: Path, session_tmp: Path) -> Path:
+    """``synthetic_raw`` prepared with the default config (seed369 features, album split)."""
+    from mte.data.prepare import PrepareConfig, prepare
+
+    return prepare(synthetic_raw, PrepareConfig(), processed_dir=session_tmp / "processed-small")
