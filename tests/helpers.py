@@ -52,3 +52,55 @@ def save_tiny_distilbert(out: Path, seed: int) -> Path:
     DistilBertModel(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def read_wandb_offline_run(run_dir: Path) -> dict:
+    """What ``wandb sync`` would upload from an offline run: its run record, config, summary and history.
+
+    The summary is what W&B shows for the run: the last logged value of every history key, updated by explicit
+    summary records. wandb ≥ 0.19 keeps an offline run only as the ``run-<id>.wandb`` transaction log (LevelDB log format: a 7-byte
+    ``:W&B`` header, then 32 KiB blocks of records with a 7-byte header — checksum, length, type — each record a
+    ``wandb_internal_pb2.Record``). Records split across blocks (types FIRST/MIDDLE/LAST) are reassembled.
+    """
+    import json
+
+    from wandb.proto import wandb_internal_pb2
+
+    (log,) = Path(run_dir).glob("*.wandb")
+    data = log.read_bytes()
+    assert data[:4] == b":W&B", f"{log}: not a W&B transaction log"
+    block, pos, pending = 32768, 7, b""
+    out: dict = {"run": None, "config": {}, "summary": {}, "history": []}
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # block trailer padding
+            pos += block - pos % block
+            continue
+        length = int.from_bytes(data[pos + 4 : pos + 6], "little")
+        kind = data[pos + 6]
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind == 0 and length == 0:
+            continue
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind not in (1, 4):  # FULL or LAST completes a record
+            continue
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(pending)
+        which = record.WhichOneof("record_type")
+        if which == "run":
+            out["run"] = record.run
+            out["config"].update({i.key: json.loads(i.value_json) for i in record.run.config.update})
+        elif which == "config":
+            out["config"].update({i.key: json.loads(i.value_json) for i in record.config.update})
+        elif which == "summary":
+            out["summary"].update({_item_key(i): json.loads(i.value_json) for i in record.summary.update})
+        elif which == "history":
+            row = {_item_key(i): json.loads(i.value_json) for i in record.history.item}
+            out["history"].append(row)
+            out["summary"].update(row)
+    return out
+
+
+def _item_key(item) -> str:
+    """A config/summary/history item's name: ``key``, or its ``nested_key`` path joined with '/'."""
+    return item.key or "/".join(item.nested_key)
