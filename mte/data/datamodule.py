@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mte.data.processed import ProcessedData
-from mte.data.samplers import PairIndex, build_sampler, shard_batches, sharded_len
+from mte.data.samplers import PairIndex, build_sampler, dist_rank_world, shard_batches, sharded_len
 
 TEXT_INPUTS = ("tokens", "hf", "features")
 Batch = dict[str, Any]
@@ -244,7 +244,9 @@ class MardDataModule(pl.LightningDataModule):
         index = self.pair_index("train")
         if len(index.review_ids) == 0:
             raise ValueError(f"{self.data.root}: the train split has no paired reviews")
-        sampler = build_sampler(self.sampler_name, index, self.batch_size, self.seed)
+        # Under DDP every rank's batch must have the same size: embeddings are all-gathered for in-batch negatives.
+        drop_last = dist_rank_world()[1] > 1
+        sampler = build_sampler(self.sampler_name, index, self.batch_size, self.seed, drop_last=drop_last)
         return self._loader(PairDataset(self.text, self.audio, self.track_album), sampler)
 
     def eval_dataloaders(self, split: str) -> list[DataLoader]:
