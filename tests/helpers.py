@@ -12,8 +12,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_module(module: str, *args: str, cwd: Path | None = None, timeout: float = 600, check: bool = True,
-               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_module(
+    module: str,
+    *args: str,
+    cwd: Path | None = None,
+    timeout: float = 600,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m module args…`` as a user would; on failure show its output."""
     full_env = {**os.environ, **(env or {})}
     proc = subprocess.run(
@@ -25,8 +31,9 @@ def run_module(module: str, *args: str, cwd: Path | None = None, timeout: float 
         env=full_env,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{module} {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n"
-                             f"{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"{module} {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
     return proc
 
 
@@ -58,9 +65,9 @@ def read_wandb_offline_run(run_dir: Path) -> dict:
     """What ``wandb sync`` would upload from an offline run: its run record, config, summary and history.
 
     The summary is what W&B shows for the run: the last logged value of every history key, updated by explicit
-    summary records. wandb ≥ 0.19 keeps an offline run only as the ``run-<id>.wandb`` transaction log (LevelDB log format: a 7-byte
-    ``:W&B`` header, then 32 KiB blocks of records with a 7-byte header — checksum, length, type — each record a
-    ``wandb_internal_pb2.Record``). Records split across blocks (types FIRST/MIDDLE/LAST) are reassembled.
+    summary records. wandb ≥ 0.19 keeps an offline run only as the ``run-<id>.wandb`` transaction log (LevelDB
+    log format: a 7-byte ``:W&B`` header, then 32 KiB blocks of records with a 7-byte header — checksum, length,
+    type — each a ``wandb_internal_pb2.Record``). Records split across blocks (FIRST/MIDDLE/LAST) are reassembled.
     """
     import json
 

@@ -33,7 +33,12 @@ def test_defaults_are_the_published_model():
     assert (cfg.model.embed_dim, cfg.model.hidden_dim) == (128, 256)
     loss = cfg.loss
     assert (loss.name, loss.margin, loss.negatives, loss.bidirectional, loss.distance) == (
-        "margin", 0.05, 10, True, "euclidean")
+        "margin",
+        0.05,
+        10,
+        True,
+        "euclidean",
+    )
     assert cfg.model.optimizer.lr == pytest.approx(1e-3) and cfg.data.batch_size == 128
     assert cfg.optimized_metric == "val_best/t2a/R@10"
 

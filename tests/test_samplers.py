@@ -51,7 +51,6 @@ def test_neighborhood_batches_hold_same_album_couples_with_distinct_tracks():
                     assert len(set(batch[others, 1].tolist())) >= 2, "album with several tracks got one track"
 
 
-
 @pytest.mark.parametrize("name", ["random", "neighborhood"])
 def test_same_seed_same_epoch_same_batches_and_epochs_differ(name):
     index = make_index()

@@ -83,7 +83,12 @@ def test_same_seed_same_metrics_on_cpu(tmp_path):
 def test_multirun_sweep_gives_one_dir_per_job_grouped_in_wandb(tmp_path):
     sweep = tmp_path / "sweep"
     run_module(
-        "mte.train", "-m", *SMALL, "trainer.max_epochs=1", "loss.margin=0.05,0.2", "model.embed_dim=16,32",
+        "mte.train",
+        "-m",
+        *SMALL,
+        "trainer.max_epochs=1",
+        "loss.margin=0.05,0.2",
+        "model.embed_dim=16,32",
         f"hydra.sweep.dir={sweep}",
     )
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
@@ -104,8 +109,14 @@ def test_killed_run_resumes_from_last_checkpoint_and_finishes(tmp_path):
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.ckpt"
     args = [*SMALL, "trainer.max_epochs=500", "logger=csv", f"hydra.run.dir={run_dir}"]
-    proc = subprocess.Popen([sys.executable, "-m", "mte.train", *args], cwd=REPO, env=os.environ.copy(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mte.train", *args],
+        cwd=REPO,
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 300
         while not last.exists() and time.time() < deadline:
@@ -145,19 +156,38 @@ def test_ddp_cpu_training_runs(tmp_path):
 
 def test_distilbert_command_with_a_local_model_and_feature_cache(tmp_path):
     model_dir = save_tiny_distilbert(tmp_path / "tiny-distilbert", seed=0)
-    first = train(tmp_path / "a", "text=distilbert", "loss.bidirectional=false", f"text.pretrained={model_dir}",
-                  "logger=none", "trainer.max_epochs=1")
+    first = train(
+        tmp_path / "a",
+        "text=distilbert",
+        "loss.bidirectional=false",
+        f"text.pretrained={model_dir}",
+        "logger=none",
+        "trainer.max_epochs=1",
+    )
     assert "val_best/t2a/R@10" in metrics_of(tmp_path / "a")
-    second = train(tmp_path / "b", "text=distilbert", "loss.bidirectional=false", f"text.pretrained={model_dir}",
-                   "logger=none", "trainer.max_epochs=1")
+    second = train(
+        tmp_path / "b",
+        "text=distilbert",
+        "loss.bidirectional=false",
+        f"text.pretrained={model_dir}",
+        "logger=none",
+        "trainer.max_epochs=1",
+    )
     out1, out2 = first.stdout + first.stderr, second.stdout + second.stderr
     assert "miss" in out1.lower() and "hit" in out2.lower(), (out1[-2000:], out2[-2000:])
 
 
 def test_optuna_search_runs_trials_and_optimises_the_returned_metric(tmp_path):
     sweep = tmp_path / "optuna"
-    proc = run_module("mte.train", "hparams_search=optuna", "hydra.sweeper.n_trials=2", *SMALL,
-                      "trainer.max_epochs=1", "logger=none", f"hydra.sweep.dir={sweep}")
+    proc = run_module(
+        "mte.train",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        *SMALL,
+        "trainer.max_epochs=1",
+        "logger=none",
+        f"hydra.sweep.dir={sweep}",
+    )
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert "best_value" in results and 0 <= results["best_value"] <= 100
     assert len([p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()]) == 2

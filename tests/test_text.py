@@ -1,0 +1,144 @@
+"""Vocabulary: id layout, stop words, truncation, persistence, and that the fast (polars) and canonical (Rust
+tokenizer) encoders always agree — the reviews are encoded with one and search queries with the other."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mte.data.text import PAD_ID, UNK_ID, VocabConfig, Vocabulary, load_stopwords, split_words, word_splitter
+
+CORPUS = [
+    "The band's best album. Don't miss it!",
+    "the best rock album of the 1970s, really the best",
+    "Great rock; great songs & great lyrics.",
+    "Rock rock ROCK",
+]
+
+NASTY = [
+    "",
+    "   ",
+    "Don\u2019t stop — the band\u2019s café is ＦＵＬＬ-width ﬁne",
+    "İstanbul STRASSE straße ǅemal",
+    "日本語のレビュー、最高！ 5★★★★★ 🎸🎶",
+    "e\u0301te\u0301 naïve Zoë coöperate",
+    "tabs\tand\nnewlines\r\nand\u00a0nbsp\u2009thin",
+    "'quoted' ''double'' rock'n'roll o'clock it's",
+    "under_score snake_case __dunder__ 1,000,000 3.14 v2.0",
+    "Ⅻ ① ² ½ ℃ ™ ﬀ",
+    "\x00control\x07chars\x1b[0m",
+    "ALL CAPS REVIEW OF THE BEST ALBUM",
+]
+
+
+def _vocab(**kw: object) -> Vocabulary:
+    cfg = VocabConfig(**{"size": 50, "min_freq": 1, **kw})  # type: ignore[arg-type]
+    return Vocabulary.build(CORPUS + NASTY, cfg)
+
+
+def test_stopword_list_is_shipped_and_standard() -> None:
+    words = load_stopwords()
+    assert len(words) == 179  # NLTK's English list
+    assert {"the", "and", "don't", "it's", "wouldn't"} <= set(words)
+    assert all(w == w.lower() and w.strip() == w for w in words)
+
+
+def test_id_layout_specials_then_frequency_then_stopwords() -> None:
+    v = _vocab()
+    vocab = v.tokenizer.get_vocab()
+    assert vocab["[PAD]"] == PAD_ID == 0 and vocab["[UNK]"] == UNK_ID == 1
+    # most frequent non-stop words first (ties alphabetical): rock ×5 (one via ALL CAPS lower-cased), best ×4 …
+    assert vocab["rock"] == 2 and vocab["best"] == 3
+    stop_ids = [vocab[w] for w in ("the", "and", "don't", "of")]
+    assert all(i >= v.size for i in stop_ids)
+    assert max(i for w, i in vocab.items() if w not in set(v.stopwords)) == v.size - 1
+
+
+def test_stopwords_dropped_unknown_kept_and_lowercased() -> None:
+    v = _vocab()
+    ids = v.encode("The BEST zebra of rock")
+    assert ids == [v.token_to_id("best"), UNK_ID, v.token_to_id("rock")]
+
+
+def test_keep_stopwords_and_case() -> None:
+    v = _vocab(remove_stopwords=False, lowercase=False)
+    assert v.token_to_id("the") is not None and v.token_to_id("the") < v.size
+    assert v.encode("The the")[1] == v.token_to_id("the")
+    assert v.token_to_id("ROCK") is not None  # case kept
+    w = _vocab(lowercase=False)
+    assert w.encode("The THE the") == []  # capitalised/upper stop-word forms are dropped too
+
+
+def test_size_and_min_freq() -> None:
+    v = Vocabulary.build(CORPUS, VocabConfig(size=4, min_freq=1))
+    assert v.size == 4  # [PAD], [UNK], rock, best
+    assert v.encode("rock best great") == [2, 3, UNK_ID]
+    v2 = Vocabulary.build(CORPUS, VocabConfig(size=1000, min_freq=3))
+    assert v2.token_to_id("great") is not None  # 3 occurrences
+    assert v2.encode("lyrics") == [UNK_ID]  # 1 occurrence < min_freq
+
+
+def test_truncation_counts_tokens_after_stopword_removal() -> None:
+    v = _vocab(max_length=3)
+    text = "the rock the the best the great the rock"
+    assert v.encode(text) == [v.token_to_id("rock"), v.token_to_id("best"), v.token_to_id("great")]
+    assert v.encode_series([text]).to_list() == [v.encode(text)]
+
+
+def test_save_load_roundtrip(tmp_path: Path) -> None:
+    v = _vocab()
+    v.save(tmp_path / "vocab")
+    assert sorted(p.name for p in (tmp_path / "vocab").iterdir()) == ["tokenizer.json", "vocab_config.json"]
+    w = Vocabulary.load(tmp_path / "vocab")
+    assert w.size == v.size and w.config == v.config
+    assert w.encode_batch(NASTY + CORPUS) == v.encode_batch(NASTY + CORPUS)
+    assert w.encode_series(NASTY + CORPUS).to_list() == v.encode_batch(NASTY + CORPUS)
+
+
+def test_load_rejects_a_non_vocab_dir(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="not a saved Vocabulary"):
+        Vocabulary.load(tmp_path)
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_fast_and_canonical_encoders_agree_on_nasty_text(lowercase: bool) -> None:
+    v = _vocab(lowercase=lowercase)
+    texts = NASTY + CORPUS
+    fast = v.encode_series(texts)
+    assert fast.dtype == pl.List(pl.UInt32)
+    assert fast.to_list() == v.encode_batch(texts)
+
+
+def test_split_words_matches_the_tokenizer_pretokenizer() -> None:
+    tok = word_splitter(True)
+    words = split_words(NASTY, tok).to_list()
+    expected = [[w for w, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(t))] for t in NASTY]
+    assert words == expected
+    assert split_words(["Don't STOP"], tok).to_list() == [["don't", "stop"]]
+
+
+def test_empty_inputs() -> None:
+    v = _vocab()
+    assert v.encode_batch([]) == []
+    assert v.encode_series([]).to_list() == []
+    assert v.encode("") == []
+
+
+_TEXT = st.text(
+    alphabet=st.one_of(
+        st.sampled_from(list("abcXYZ019 '\u2019-_.,!?\n\t&;<>é")),
+        st.characters(codec="utf-8", exclude_categories=("Cs",)),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=st.lists(_TEXT, min_size=1, max_size=8), lowercase=st.booleans())
+def test_fast_and_canonical_encoders_agree_on_random_text(texts: list[str], lowercase: bool) -> None:
+    v = Vocabulary.build(texts + CORPUS, VocabConfig(size=30, min_freq=1, lowercase=lowercase))
+    assert v.encode_series(texts).to_list() == v.encode_batch(texts)
