@@ -231,7 +231,12 @@ class MarginRankingLoss(nn.Module):
         distance: ``"euclidean"`` (published) or ``"cosine"``.
         mining: ``"random"`` negatives (published) or the ``"hardest"`` (closest other-album items in the batch).
         neighborhood: add the intra-modal terms (λ3 text, λ4 audio); the batch sampler must put several
-            rows of an album in each batch, otherwise those terms have no positive and stay 0.
+            rows of an album in each batch, otherwise those terms have no positive and stay 0. For an album
+            with a single track the audio positive is that same track (distance 0), so λ4 then only pushes
+            other albums' tracks beyond the margin.
+
+    ``forward(text, audio, album, generator=None)`` returns ``{"loss", "t2a", "a2t", "tt", "aa"}``; the
+    ``generator`` (on ``album``'s device) makes the sampled negatives reproducible.
     """
 
     def __init__(
