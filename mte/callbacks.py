@@ -71,15 +71,19 @@ def _first_occurrence(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def split_metrics(
-    reviews: dict[str, torch.Tensor], tracks: dict[str, torch.Tensor], stage: str, ks: Sequence[int], map_k: int
+    reviews: dict[str, torch.Tensor],
+    tracks: dict[str, torch.Tensor],
+    stage: str,
+    ks: Sequence[int],
+    map_k: int,
+    bootstrap: int = 0,
 ) -> dict[str, float]:
     """Both directions under the ``album`` protocol: reviews ↔ albums (mean of their tracks)."""
     albums, album_ids = album_embeddings(tracks["embedding"].float(), tracks["album"])
     text = reviews["embedding"].float()
-    metrics = retrieval_metrics(text, albums, reviews["album"], album_ids, ks=ks, map_k=map_k, prefix=f"{stage}/t2a")
-    metrics.update(
-        retrieval_metrics(albums, text, album_ids, reviews["album"], ks=ks, map_k=map_k, prefix=f"{stage}/a2t")
-    )
+    options = {"ks": ks, "map_k": map_k, "bootstrap": bootstrap, "generator": torch.Generator().manual_seed(0)}
+    metrics = retrieval_metrics(text, albums, reviews["album"], album_ids, prefix=f"{stage}/t2a", **options)
+    metrics.update(retrieval_metrics(albums, text, album_ids, reviews["album"], prefix=f"{stage}/a2t", **options))
     return metrics
 
 
@@ -91,12 +95,14 @@ class RetrievalMetrics(Callback):
     """Logs R@K, mAP@K, median and mean rank in both directions after every validation and test run.
 
     Also logs the best value so far of every validation metric under ``val_best/…`` (max for recalls and mAP,
-    min for ranks), which is what ``metrics.json`` and sweeps report.
+    min for ranks), which is what ``metrics.json`` and sweeps report. Test metrics come with ``bootstrap``-sample
+    95% intervals (``test/t2a/R@10_lo`` / ``_hi``); validation skips them to stay cheap.
     """
 
-    def __init__(self, ks: Sequence[int] = (1, 5, 10), map_k: int = 10) -> None:
+    def __init__(self, ks: Sequence[int] = (1, 5, 10), map_k: int = 10, bootstrap: int = 1000) -> None:
         self.ks = tuple(ks)
         self.map_k = map_k
+        self.bootstrap = bootstrap
         self.best: dict[str, float] = {}
         self.last: dict[str, dict[str, float]] = {}
         self._buffer = _SplitEmbeddings()
@@ -117,6 +123,8 @@ class RetrievalMetrics(Callback):
             return
         metrics = self._compute(pl_module, "val")
         for name, value in metrics.items():
+            if name.endswith(("n_queries", "n_excluded")):
+                continue
             better = max if _higher_is_better(name) else min
             key = name.replace("val/", "val_best/", 1)
             self.best[key] = better(self.best.get(key, value), value)
@@ -128,7 +136,8 @@ class RetrievalMetrics(Callback):
     def _compute(self, pl_module: pl.LightningModule, stage: str) -> dict[str, float]:
         reviews, tracks = self._buffer.collect(pl_module, 0), self._buffer.collect(pl_module, 1)
         self._buffer = _SplitEmbeddings()
-        metrics = split_metrics(reviews, tracks, stage, self.ks, self.map_k)
+        bootstrap = self.bootstrap if stage == "test" else 0
+        metrics = split_metrics(reviews, tracks, stage, self.ks, self.map_k, bootstrap)
         self.last[stage] = metrics
         return metrics
 

@@ -291,16 +291,23 @@ def retrieval_metrics(
     map_k: int = 10,
     prefix: str = "val/t2a",
     chunk_size: int = 4096,
+    bootstrap: int = 0,
+    generator: torch.Generator | None = None,
 ) -> dict[str, float]:
     """All retrieval metrics of one direction: ``{prefix}/R@k`` (%), ``{prefix}/mAP@{map_k}`` (%),
     ``{prefix}/MedR``, ``{prefix}/MeanR``, ``{prefix}/n_queries`` (scored queries) and ``{prefix}/n_excluded``
     (queries without a relevant item, left out of every metric).
 
     ``prefix`` is ``{stage}/{direction}``: ``t2a`` queries are reviews against the albums' audio, ``a2t``
-    queries are audio against the reviews.
+    queries are audio against the reviews. With ``bootstrap=n`` > 0, every metric also gets its 95% percentile
+    bootstrap interval over queries as ``{prefix}/{metric}_lo`` and ``…_hi``.
     """
     rank, ap = retrieval_ranks(query, gallery, query_labels, gallery_labels, map_k=map_k, chunk_size=chunk_size)
-    out = summarize(per_query_metrics(rank, ap if map_k > 0 else None, ks, map_k), prefix)
+    per_query = per_query_metrics(rank, ap if map_k > 0 else None, ks, map_k)
+    out = summarize(per_query, prefix)
+    if bootstrap > 0:
+        for name, (low, high) in bootstrap_intervals(per_query, n=bootstrap, generator=generator).items():
+            out[f"{prefix}/{name}_lo"], out[f"{prefix}/{name}_hi"] = float(low), float(high)
     n_scored = int((rank > 0).sum())
     out[f"{prefix}/n_queries"] = float(n_scored)
     out[f"{prefix}/n_excluded"] = float(rank.numel() - n_scored)

@@ -67,6 +67,8 @@ def frozen_text_features(cfg: DictConfig, backbone: Any, data: Any) -> tuple[np.
 def build_model(cfg: DictConfig, data: Any):
     from mte.models.module import EmbeddingModel
 
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    data_cfg["processed_dir"] = str(data.root.resolve())  # the checkpoint then knows its data
     return EmbeddingModel(
         text=cfg.text,
         audio=cfg.audio,
@@ -74,6 +76,7 @@ def build_model(cfg: DictConfig, data: Any):
         loss=cfg.loss,
         vocab_size=data.vocabulary().size,
         audio_dim=len(data.feature_names),
+        data=data_cfg,
     )
 
 

@@ -214,13 +214,11 @@ class MardDataModule(pl.LightningDataModule):
     # -- splits ------------------------------------------------------------------------------------------------
     def split_reviews(self, split: str) -> np.ndarray:
         """Indices of the paired reviews of ``split`` (the only ones used for pairs and metrics)."""
-        r = self.data.reviews
-        mask = (r.get_column("split") == split).fill_null(False) & r.get_column("paired")
-        return np.flatnonzero(mask.to_numpy()).astype(np.int64)
+        return self.data.split_review_indices(split)
 
     def split_tracks(self, split: str) -> np.ndarray:
-        mask = (self.data.tracks.get_column("split") == split).fill_null(False)
-        return np.flatnonzero(mask.to_numpy()).astype(np.int64)
+        """Indices of the tracks of ``split``'s albums."""
+        return self.data.split_track_indices(split)
 
     def pair_index(self, split: str = "train") -> PairIndex:
         reviews = self.split_reviews(split)

@@ -57,6 +57,8 @@ class EmbeddingModel(pl.LightningModule):
         loss: loss config (``name``: margin | infonce, and its options).
         vocab_size: word vocabulary size (bow/lstm).
         audio_dim: length of the descriptor feature vector.
+        data: the data config the model was trained with and its processed dir (``processed_dir``), so evaluation
+            and search can find the vocabulary, feature statistics and held-out split from the checkpoint alone.
     """
 
     def __init__(
@@ -67,9 +69,10 @@ class EmbeddingModel(pl.LightningModule):
         loss: Mapping[str, Any],
         vocab_size: int,
         audio_dim: int,
+        data: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        text, audio, model, loss = _plain(text), _plain(audio), _plain(model), _plain(loss)
+        text, audio, model, loss, data = _plain(text), _plain(audio), _plain(model), _plain(loss), _plain(data)
         self.save_hyperparameters(
             {
                 "text": text,
@@ -78,6 +81,7 @@ class EmbeddingModel(pl.LightningModule):
                 "loss": loss,
                 "vocab_size": vocab_size,
                 "audio_dim": audio_dim,
+                "data": data,
             }
         )
         self.text_backbone = build_text_backbone(text, vocab_size)

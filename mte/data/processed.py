@@ -1,0 +1,120 @@
+"""A processed dir (the output of ``python -m mte.prepare``) loaded into memory.
+
+Training, evaluation and search all start here, so the checks live here too: a dir without a complete
+``manifest.json`` (an interrupted or foreign dir) is refused with a one-line message that says how to make one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from mte.data.text import Vocabulary
+
+SPLITS = ("train", "val", "test")
+_REQUIRED = ("albums.parquet", "reviews.parquet", "tracks.parquet", "features.json", "splits.json", "vocab")
+
+
+class ProcessedDirError(ValueError):
+    """Not a (complete) processed dir; the message is one line."""
+
+
+@dataclass
+class ProcessedData:
+    """The tables, feature statistics and manifest of one processed dir (see CONTRACT.md for the columns)."""
+
+    root: Path
+    albums: pl.DataFrame
+    reviews: pl.DataFrame
+    tracks: pl.DataFrame
+    feature_names: list[str]
+    feature_mean: np.ndarray
+    feature_std: np.ndarray
+    manifest: dict[str, Any]
+    splits: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, root: Path | str) -> ProcessedData:
+        """Read every table; raise :class:`ProcessedDirError` when ``root`` is not a complete processed dir."""
+        root = Path(root).expanduser()
+        manifest = _read_manifest(root)
+        features = json.loads((root / "features.json").read_text(encoding="utf-8"))
+        splits = json.loads((root / "splits.json").read_text(encoding="utf-8"))
+        return cls(
+            root=root,
+            albums=pl.read_parquet(root / "albums.parquet"),
+            reviews=pl.read_parquet(root / "reviews.parquet"),
+            tracks=pl.read_parquet(root / "tracks.parquet"),
+            feature_names=list(features["names"]),
+            feature_mean=np.asarray(features["mean"], dtype=np.float64),
+            feature_std=np.asarray(features["std"], dtype=np.float64),
+            manifest=manifest,
+            splits={name: list(splits.get(name, [])) for name in SPLITS},
+        )
+
+    @property
+    def feature_set(self) -> str:
+        return str(self.manifest.get("config", {}).get("features", ""))
+
+    def vocabulary(self) -> Vocabulary:
+        """The word vocabulary the review tokens were encoded with (also encodes search queries)."""
+        return Vocabulary.load(self.root / "vocab")
+
+    def raw_features(self) -> np.ndarray:
+        """(n_tracks, D) float32 raw descriptor values, in track_idx order."""
+        d = len(self.feature_names)
+        if len(self.tracks) == 0:
+            return np.zeros((0, d), np.float32)
+        return self.tracks["features"].to_numpy().reshape(len(self.tracks), d).astype(np.float32, copy=False)
+
+    def standardized_features(self) -> np.ndarray:
+        """(n_tracks, D) float32 ``(x - mean) / std`` with the TRAIN-split statistics from features.json."""
+        x = self.raw_features().astype(np.float64)
+        return ((x - self.feature_mean) / self.feature_std).astype(np.float32)
+
+    def split_albums(self, split: str) -> list[str]:
+        """Album ids of a split, from splits.json.
+
+        Use this rather than ``albums.split == name``: with ``data.split=paper`` the test set *is* the val set,
+        and the per-row ``split`` column can only say 'val' for those albums.
+        """
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        return list(self.splits.get(split, []))
+
+    def split_review_indices(self, split: str) -> np.ndarray:
+        """review_idx of the paired reviews of ``split`` (int64, ascending); works for the paper split too."""
+        return self._rows_of(self.reviews, split)
+
+    def split_track_indices(self, split: str) -> np.ndarray:
+        """track_idx of the tracks of ``split`` (int64, ascending); works for the paper split too."""
+        return self._rows_of(self.tracks, split)
+
+    def _rows_of(self, table: pl.DataFrame, split: str) -> np.ndarray:
+        ids = pl.Series(self.split_albums(split), dtype=pl.String)
+        mask = table.get_column("amazon_id").is_in(ids.implode())
+        return np.flatnonzero(mask.to_numpy()).astype(np.int64)
+
+
+def _read_manifest(root: Path) -> dict[str, Any]:
+    hint = "run `python -m mte.prepare` (data.raw_dir=PATH) to build one, or pass the path it prints"
+    if not root.is_dir():
+        raise ProcessedDirError(f"not a processed dir: {root} does not exist; {hint}")
+    try:
+        manifest = json.loads((root / "manifest.json").read_bytes())
+    except FileNotFoundError:
+        raise ProcessedDirError(
+            f"not a processed dir: {root} has no manifest.json (incomplete or interrupted prepare?); {hint}"
+        ) from None
+    except (OSError, ValueError) as e:
+        raise ProcessedDirError(f"not a processed dir: {root}/manifest.json is unreadable ({e}); {hint}") from None
+    missing = [name for name in _REQUIRED if not (root / name).exists()]
+    if not isinstance(manifest, dict) or missing:
+        raise ProcessedDirError(f"not a complete processed dir: {root} lacks {', '.join(missing) or 'a manifest'}; "
+                                f"{hint}")
+    return manifest

@@ -1,0 +1,100 @@
+"""Album-grouped train/val/test splits.
+
+Why albums and not reviews: a review and a track of the same album form a positive pair, so if an album's reviews
+(or tracks) sat in two splits the model would be evaluated on albums it was trained on. Splitting the album ids
+keeps every review and track of an album together. Only *paired* albums (≥ 1 valid descriptor and ≥ 1 usable
+review) are split; the others cannot form pairs and get no split.
+
+Determinism: ids are sorted before shuffling with ``numpy.random.default_rng(seed)``, so the split depends only on
+the set of paired albums and the seed — not on file order, worker count or dict order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+SPLITS = ("train", "val", "test")
+SPLIT_METHODS = ("album", "paper")
+# The published project held out 10% of albums as its dev set and reported that one held-out set.
+PAPER_FRACTIONS = (0.9, 0.1)
+
+
+def normalise_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    """Three non-negative fractions with a positive train share, rescaled to sum to 1."""
+    if len(fractions) != 3:
+        raise ValueError(f"split_fractions needs 3 values (train, val, test), got {list(fractions)}")
+    values = [float(f) for f in fractions]
+    if any(not math.isfinite(f) or f < 0 for f in values) or values[0] <= 0:
+        raise ValueError(f"split_fractions must be finite, >= 0, with train > 0; got {values}")
+    total = sum(values)
+    return values[0] / total, values[1] / total, values[2] / total
+
+
+def split_sizes(n: int, fractions: Sequence[float]) -> list[int]:
+    """Sizes summing to ``n``: largest-remainder rounding, and ≥ 1 for each non-zero fraction when n allows.
+
+    Without the minimum a small dataset (tests, a 60-album demo) could end up with an empty val split.
+    """
+    sizes = [math.floor(f * n) for f in fractions]
+    order = sorted(range(len(fractions)), key=lambda i: (-(fractions[i] * n - sizes[i]), i))
+    for i in order[: n - sum(sizes)]:
+        sizes[i] += 1
+    for i, f in enumerate(fractions):
+        if f > 0 and sizes[i] == 0:
+            donor = max(range(len(sizes)), key=lambda j: (sizes[j], -j))
+            if sizes[donor] > 1:
+                sizes[donor] -= 1
+                sizes[i] += 1
+    return sizes
+
+
+def _shuffled(album_ids: Iterable[str], seed: int) -> list[str]:
+    import numpy as np
+
+    ids = sorted(set(album_ids))
+    order = np.random.default_rng(seed).permutation(len(ids))
+    return [ids[i] for i in order]
+
+
+def album_split(album_ids: Iterable[str], fractions: Sequence[float], seed: int) -> dict[str, list[str]]:
+    """Random album-grouped train/val/test split; each list sorted."""
+    ids = _shuffled(album_ids, seed)
+    n_train, n_val, _ = split_sizes(len(ids), normalise_fractions(fractions))
+    parts = ids[:n_train], ids[n_train : n_train + n_val], ids[n_train + n_val :]
+    return {name: sorted(part) for name, part in zip(SPLITS, parts, strict=True)}
+
+
+def paper_split(album_ids: Iterable[str], seed: int) -> dict[str, list[str]]:
+    """The published protocol: 90% train, 10% held out; ``test`` is the same held-out albums as ``val``.
+
+    The paper reported one held-out ("dev") set, so evaluating on "test" here reproduces its numbers; model
+    selection on the same set is what it did too (and is optimistic — use split=album for a clean test set).
+    """
+    ids = _shuffled(album_ids, seed)
+    n_train, _ = split_sizes(len(ids), PAPER_FRACTIONS)
+    held_out = sorted(ids[n_train:])
+    return {"train": sorted(ids[:n_train]), "val": held_out, "test": list(held_out)}
+
+
+def make_splits(
+    album_ids: Iterable[str], method: str, fractions: Sequence[float], seed: int
+) -> dict[str, list[str]]:
+    """Dispatch on ``data.split``: 'album' or 'paper'."""
+    if method == "album":
+        return album_split(album_ids, fractions, seed)
+    if method == "paper":
+        return paper_split(album_ids, seed)
+    raise ValueError(f"unknown split {method!r}; choose one of {', '.join(SPLIT_METHODS)}")
+
+
+def split_of_album(splits: dict[str, list[str]]) -> dict[str, str]:
+    """album id → its split name for the per-row ``split`` columns.
+
+    With the paper split an album is in both val and test; the column says 'val' (splits.json lists both).
+    """
+    out: dict[str, str] = {}
+    for name in reversed(SPLITS):  # train, then val overwrite test: 'val' wins over 'test'
+        for aid in splits.get(name, []):
+            out[aid] = name
+    return out

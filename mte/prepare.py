@@ -1,0 +1,32 @@
+"""``python -m mte.prepare [data=mard data.raw_dir=PATH] [force=true] …`` — raw MARD dir → processed dir.
+
+A thin Hydra entry point: it composes ``conf/prepare.yaml`` and calls :func:`mte.data.prepare.prepare_from_config`.
+The last printed line is the processed dir's path, so scripts can do ``dir=$(python -m mte.prepare | tail -1)``.
+A missing or incomplete raw dir prints one line (layout + download page) on stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from mte.data.mard import MardLayoutError
+
+
+@hydra.main(config_path="../conf", config_name="prepare", version_base="1.3")
+def main(cfg: DictConfig) -> str:
+    from mte.data.prepare import prepare_from_config
+
+    try:
+        path = prepare_from_config(cfg.data, force=bool(cfg.get("force", False)))
+    except MardLayoutError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    print(path, flush=True)
+    return str(path)
+
+
+if __name__ == "__main__":
+    main()
