@@ -246,14 +246,17 @@ def test_synthetic_text_quirks_match_ground_truth(synthetic: tuple[dict, dict]) 
     q = truth["quirks"]
     assert m["skipped_by_source"][META] == {"broken_json": q["broken_metadata"]}
     assert _manifest_items(m, "broken_json", {META}) == _truth_items(truth, "broken_metadata")
-    assert m["skipped_by_source"][REVIEWS] == {"duplicate_review": q["duplicate_review"],
-                                               "empty_review": q["empty_review"]}
-    assert _manifest_items(m, "duplicate_review") == _truth_items(truth, "duplicate_review")
-    assert _manifest_items(m, "empty_review") == _truth_items(truth, "empty_review")
+    # A copy of an empty review is both a duplicate and empty in the ground truth; prepare skips each line once,
+    # and the emptiness check comes first.
+    empty = _truth_items(truth, "empty_review")
+    duplicates = _truth_items(truth, "duplicate_review") - empty
+    assert m["skipped_by_source"][REVIEWS] == {"duplicate_review": len(duplicates), "empty_review": len(empty)}
+    assert _manifest_items(m, "duplicate_review") == duplicates
+    assert _manifest_items(m, "empty_review") == empty
     assert m["repaired_by_source"][REVIEWS] == {"html_entities": q["html_entities"], "not_utf8": q["non_utf8_review"]}
     c = m["counts"]
     assert c["review_lines"] == truth["counts"]["reviews"]
-    assert c["reviews"] == c["review_lines"] - q["duplicate_review"] - q["empty_review"]
+    assert c["reviews"] == c["review_lines"] - len(duplicates) - len(empty)
     assert c["albums"] == truth["counts"]["albums"]
     assert c["albums_reviews_only"] >= q["album_without_descriptor"]
     assert c["albums_tracks_only"] >= 1
