@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mte.cli import UserError
 from mte.data.processed import ProcessedData
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ValueError, UserError):
     """A checkpoint that cannot be used; the message is one line naming the file and the problem."""
 
 
@@ -52,19 +53,28 @@ class LoadedModel:
 
     @torch.inference_mode()
     def embed_raw_features(self, raw: np.ndarray) -> torch.Tensor:
-        """Unit-length audio embeddings of RAW descriptor vectors, standardised with the train-split statistics."""
+        """Unit-length audio embeddings of RAW descriptor vectors, standardised with the train-split statistics
+        unless the model was trained on raw values (``data.standardize: false``, the published setup)."""
         raw = np.atleast_2d(np.asarray(raw, dtype=np.float64))
         if raw.shape[1] != len(self.data.feature_names):
             raise ValueError(
                 f"descriptor vector has {raw.shape[1]} values; this model expects {len(self.data.feature_names)} "
                 f"({self.data.feature_set})"
             )
-        x = torch.from_numpy(((raw - self.data.feature_mean) / self.data.feature_std).astype(np.float32))
+        if self.standardize:
+            raw = (raw - self.data.feature_mean) / self.data.feature_std
+        x = torch.from_numpy(raw.astype(np.float32))
         out = [
             self.model.embed_audio(x[i : i + self.batch_size].to(self.device)).float().cpu()  # type: ignore[attr-defined]
             for i in range(0, len(x), self.batch_size)
         ]
         return torch.cat(out) if out else torch.zeros(0, self.embed_dim)
+
+    @property
+    def standardize(self) -> bool:
+        """Whether the model was trained on standardised descriptors (``data.standardize``, default true)."""
+        data_cfg = self.model.hparams.get("data") or {}  # type: ignore[attr-defined]
+        return bool(data_cfg.get("standardize", True))
 
     @property
     def embed_dim(self) -> int:

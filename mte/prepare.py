@@ -7,23 +7,18 @@ A missing or incomplete raw dir prints one line (layout + download page) on stde
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from mte.data.mard import MardLayoutError
+from mte.cli import user_errors
 
 
 @hydra.main(config_path="../conf", config_name="prepare", version_base="1.3")
 def main(cfg: DictConfig) -> str:
     from mte.data.prepare import prepare_from_config
 
-    try:
+    with user_errors():
         path = prepare_from_config(cfg.data, force=bool(cfg.get("force", False)))
-    except MardLayoutError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.exit(2)
     print(path, flush=True)
     return str(path)
 

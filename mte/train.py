@@ -13,13 +13,16 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from mte.cli import user_errors
+
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Run training; return ``optimized_metric`` so Optuna and multirun sweeps can optimise it."""
     from mte.training import run
 
-    metrics = run(cfg)
+    with user_errors():
+        metrics = run(cfg)
     return metrics.get(cfg.get("optimized_metric"))
 
 

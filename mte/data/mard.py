@@ -26,6 +26,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from mte.cli import UserError
+
 MARD_URL = "https://www.upf.edu/web/mtg/mard"
 METADATA_FILE = "mard_metadata.json"
 REVIEWS_FILE = "mard_reviews.json"
@@ -40,7 +42,7 @@ _YEAR_RE = re.compile(r"\s*(\d{4})")
 _DETAIL_MAX = 200
 
 
-class MardLayoutError(FileNotFoundError):
+class MardLayoutError(FileNotFoundError, UserError):
     """The raw dir is missing or incomplete. The message is one line: what is missing, the layout, where to get it."""
 
 

@@ -14,13 +14,14 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from mte.cli import UserError
 from mte.data.text import Vocabulary
 
 SPLITS = ("train", "val", "test")
 _REQUIRED = ("albums.parquet", "reviews.parquet", "tracks.parquet", "features.json", "splits.json", "vocab")
 
 
-class ProcessedDirError(ValueError):
+class ProcessedDirError(ValueError, UserError):
     """Not a (complete) processed dir; the message is one line."""
 
 
