@@ -44,6 +44,7 @@ def build_datamodule(cfg: DictConfig, model: Any, data: Any):
         num_workers=cfg.data.num_workers,
         text_input=kind,
         seed=cfg.seed,
+        standardize=cfg.data.get("standardize", True),
         **options,
     )
 
@@ -109,6 +110,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     data = ProcessedData.load(prepare_from_config(cfg.data))
+    from mte.baselines import BASELINES, run_baseline
+
+    if cfg.model.get("name") in BASELINES:  # closed-form baselines (model=random|cca): no network, no trainer
+        return run_baseline(cfg, data)
     model = build_model(cfg, data)
     datamodule = build_datamodule(cfg, model, data)
     callbacks = build_callbacks(cfg.get("callbacks"))

@@ -1,0 +1,231 @@
+"""`python -m mte.report`: tables, grids and figures from run dirs laid out as Hydra and mte.train write them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+from PIL import Image
+
+from mte.report import main
+from mte.reporting import PAPER_TABLE1, build_report, find_runs, parse_overrides
+
+DIRECTIONS = ("t2a", "a2t")
+NAMES = ("R@1", "R@5", "R@10", "mAP@10", "MedR", "MeanR")
+
+
+def fake_metrics(base: float) -> dict[str, float]:
+    """Every metric name a trained run writes, with values derived from ``base`` (R@10 = base)."""
+    metrics: dict[str, float] = {}
+    for stage in ("val", "val_best", "test"):
+        shift = {"val": 0.0, "val_best": 1.0, "test": -0.5}[stage]
+        for direction in DIRECTIONS:
+            values = {
+                "R@1": base / 4 + shift,
+                "R@5": base / 2 + shift,
+                "R@10": base + shift,
+                "mAP@10": base / 3 + shift,
+                "MedR": 40 - base / 2,
+                "MeanR": 60 - base / 2,
+            }
+            for name, value in values.items():
+                metrics[f"{stage}/{direction}/{name}"] = value
+                if stage == "test":
+                    metrics[f"{stage}/{direction}/{name}_lo"] = value - 1.25
+                    metrics[f"{stage}/{direction}/{name}_hi"] = value + 1.5
+            metrics[f"{stage}/{direction}/n_queries"] = 800.0
+    return metrics
+
+
+def write_job(job: Path, overrides: list[str], base: float, tags: list[str] | None = None, choices=None) -> Path:
+    """A finished job dir: metrics.json as mte.training writes it and .hydra/ as Hydra writes it."""
+    hydra_dir = job / ".hydra"
+    hydra_dir.mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(overrides), hydra_dir / "overrides.yaml")
+    config = {"seed": 0, "tags": tags or [], "optimized_metric": "val_best/t2a/R@10", "loss": {"margin": 0.05}}
+    OmegaConf.save(OmegaConf.create(config), hydra_dir / "config.yaml")
+    hydra = {
+        "hydra": {"runtime": {"choices": {"experiment": None, **(choices or {})}}, "overrides": {"task": overrides}}
+    }
+    OmegaConf.save(OmegaConf.create(hydra), hydra_dir / "hydra.yaml")
+    payload = {
+        "metrics": fake_metrics(base),
+        "best_checkpoint": str(job / "checkpoints" / "best.ckpt"),  # not there: no embedding map
+        "last_checkpoint": "",
+        "epochs": 3,
+        "processed_dir": "/nonexistent",
+        "tags": tags or [],
+    }
+    (job / "metrics.json").write_text(json.dumps(payload))
+    (job / "train.log").write_text("")
+    return job
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    """A 2×2 margin × dim multirun: outputs/multirun/<date>/<time>/<job num>/ (jobs 0–3)."""
+    root = tmp_path / "multirun" / "2026-01-31" / "12-00-00"
+    bases = {(0.05, 64): 20.0, (0.05, 128): 24.0, (0.2, 64): 30.0, (0.2, 128): 26.0}
+    for num, ((margin, dim), base) in enumerate(bases.items()):
+        write_job(
+            root / str(num),
+            [f"loss.margin={margin}", f"model.embed_dim={dim}", "data.synthetic.albums=200", "logger=none"],
+            base,
+        )
+    (root / "multirun.yaml").write_text("hydra: {}\n")
+    return root
+
+
+def _assert_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.size[0] >= 400 and image.size[1] >= 300, (path, image.size)
+
+
+def test_sweep_report_tables_grid_and_figures(sweep):
+    report = build_report(sweep)
+    text = report.markdown.read_text()
+    assert report.markdown == sweep / "report" / "report.md"
+    # runs are named by what varies; what all share is said once
+    names = [r.name for r in report.runs]
+    assert names == [
+        "loss.margin=0.05, model.embed_dim=64",
+        "loss.margin=0.05, model.embed_dim=128",
+        "loss.margin=0.2, model.embed_dim=64",
+        "loss.margin=0.2, model.embed_dim=128",
+    ]
+    assert "Common to all runs: `data.synthetic.albums=200`" in text and "logger=none" not in text
+    # t2a table row of job 2 (base 30): test R@1 = 7.0 [5.75, 8.5], R@10 = 29.5 [28.25, 31.0], MedR = 25
+    row = next(line for line in text.splitlines() if line.startswith("| loss.margin=0.2, model.embed_dim=64 |"))
+    assert "7.00 [5.75, 8.50]" in row and "29.50 [28.25, 31.00]" in row and "25.00 [23.75, 26.50]" in row
+    assert text.count("| loss.margin=0.2, model.embed_dim=64 |") == 3  # t2a, a2t and the runs list
+    assert "## Review → audio (t2a), test" in text and "## Audio → reviews (a2t), test" in text
+    # best run chosen on validation: job 2 (val_best R@10 = 31)
+    assert report.best is not None and report.best.name == "loss.margin=0.2, model.embed_dim=64"
+    assert "**loss.margin=0.2, model.embed_dim=64**" in text
+    # the margin × dim grid of the selection metric, best cell in bold, and its test counterpart
+    assert "| loss.margin \\ model.embed_dim | 64 | 128 |" in text
+    assert "| 0.05 | 21.00 | 25.00 |" in text and "| 0.2 | **31.00** | 27.00 |" in text
+    assert "| 0.2 | **29.50** | 25.50 |" in text
+    # no paper rows here, so no paper column
+    assert "paper R@1" not in text
+    # figures: recall curves, one plot per swept parameter, the heatmap; no checkpoint → no embedding map
+    files = {p.name for p in report.figures}
+    assert files == {
+        "recall_at_k.png",
+        "sweep_loss.margin.png",
+        "sweep_model.embed_dim.png",
+        "heatmap_loss.margin_x_model.embed_dim.png",
+    }
+    for path in report.figures:
+        _assert_png(path)
+        assert f"]({path.name})" in text  # linked from report.md
+
+
+def test_paper_rows_get_the_papers_numbers(tmp_path):
+    root = tmp_path / "multirun"
+    write_job(root / "0", ["experiment=paper/neighborhood"], 40.0, tags=["paper/neighborhood"])
+    write_job(root / "1", ["experiment=paper/cca"], 10.0, tags=["paper/cca"])
+    # a run that names the row only through its tag (an experiment launched under another name)
+    write_job(root / "2", ["experiment=mine"], 30.0, tags=["paper/lstm"], choices={"experiment": "mine"})
+    text = build_report(root, out=tmp_path / "out").markdown.read_text()
+    t2a = text.split("## Review → audio (t2a), test")[1].split("## Audio")[0]
+    assert "paper R@1 / R@5 / R@10" in t2a
+    assert "19.95 / 31.3 / 39.2 (+ neighbourhood sampling)" in t2a
+    assert "2.54 / 6.9 / 9.74 (CCA)" in t2a
+    assert "9.6 / 17.34 / 22.39 (+ LSTM)" in t2a
+    a2t = text.split("## Audio → reviews (a2t), test")[1]
+    assert "paper R@1" not in a2t  # the paper reported review → audio only
+    assert set(PAPER_TABLE1) == {
+        "nonlinear",
+        "linear_bidirectional",
+        "distilbert",
+        "nonlinear_bidirectional",
+        "lstm",
+        "neighborhood",
+        "cca",
+    }
+
+
+def test_single_run_dir_and_missing_values(tmp_path):
+    run = write_job(tmp_path / "runs" / "2026-01-31" / "12-00-00", ["model.embed_dim=64"], 20.0)
+    payload = json.loads((run / "metrics.json").read_text())
+    for key in [k for k in payload["metrics"] if k.startswith("test/a2t/mAP@10")]:
+        del payload["metrics"][key]
+    (run / "metrics.json").write_text(json.dumps(payload))
+    report = build_report(run)
+    text = report.markdown.read_text()
+    assert [r.name for r in report.runs] == ["model.embed_dim=64"]
+    assert "| model.embed_dim=64 |" in text and "—" in text  # a missing metric is a dash, not a crash
+    assert [p.name for p in report.figures] == ["recall_at_k.png"]
+
+
+def test_overrides_parsing():
+    assert parse_overrides(["a.b=1", "+c=x", "++d=2", "~e", "experiment=paper/cca"]) == {
+        "a.b": "1",
+        "c": "x",
+        "d": "2",
+        "e": "~",
+        "experiment": "paper/cca",
+    }
+
+
+def test_unrelated_json_and_nested_runs(tmp_path):
+    write_job(tmp_path / "a" / "0", ["seed=1"], 20.0)
+    write_job(tmp_path / "b" / "nested" / "0", ["seed=2"], 22.0)
+    (tmp_path / "a" / "0" / "wandb").mkdir()
+    (tmp_path / "a" / "0" / "wandb" / "metrics.json").write_text('{"not": "a run"}')
+    runs = find_runs(tmp_path)
+    assert [r.name for r in runs] == ["seed=1", "seed=2"]
+
+
+def test_cli(sweep, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([str(sweep), f"out={out}", "map=false"]) == 0
+    printed = capsys.readouterr().out
+    assert "4 run(s)" in printed and str(out / "report.md") in printed
+    assert (out / "report.md").is_file()
+    with pytest.raises(SystemExit) as exc:
+        main([str(sweep), "colour=blue"])
+    assert exc.value.code == 2
+    assert main([str(tmp_path / "out")]) == 2  # a folder without runs
+
+
+def test_cli_import_is_light():
+    """The entry point must start fast: no Lightning, no matplotlib, no torch until a figure needs them."""
+    heavy = "('pytorch_lightning', 'matplotlib', 'torch')"
+    code = f"import sys, mte.report, mte.reporting; print(sorted(m for m in {heavy} if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_real_multirun_then_report(tmp_path):
+    """Two real training jobs (Hydra multirun), then the report with the best run's embedding map."""
+    from helpers import run_module
+
+    sweep_dir = tmp_path / "sweep"
+    run_module(
+        "mte.train",
+        "-m",
+        "loss.margin=0.05,0.2",
+        "data.synthetic.albums=200",
+        "trainer.max_epochs=1",
+        "logger=none",
+        f"hydra.sweep.dir={sweep_dir}",
+    )
+    proc = run_module("mte.report", str(sweep_dir))
+    report = sweep_dir / "report" / "report.md"
+    assert str(report) in proc.stdout
+    text = report.read_text()
+    assert "| loss.margin=0.05 |" in text and "| loss.margin=0.2 |" in text
+    assert "Common to all runs: `data.synthetic.albums=200`, `trainer.max_epochs=1`" in text
+    for name in ("recall_at_k.png", "sweep_loss.margin.png", "embedding_map.png"):
+        _assert_png(sweep_dir / "report" / name)
+        assert f"]({name})" in text
