@@ -1,0 +1,97 @@
+"""``python -m mte.serve ckpt_path=… [port=8765] [host=127.0.0.1]`` — a local web page to search the joint space.
+
+A thin Hydra entry point: it loads the :class:`~mte.search_engine.SearchEngine` once, builds the FastAPI app of
+:mod:`mte.web.app` and runs it with uvicorn until Ctrl-C. The page: a text box (text → albums), an upload field
+(audio via Essentia, or an AcousticBrainz JSON → reviews and albums), a ranked result list and a 2-D map of the
+album gallery coloured by genre. A bad checkpoint, processed dir, index dir or a busy port prints one ``error:``
+line on stderr and exits with status 2, before anything slow happens where possible.
+
+Examples::
+
+    python -m mte.serve ckpt_path=outputs/runs/…/checkpoints/best.ckpt
+    python -m mte.serve ckpt_path=… port=9000 max_upload_mb=100
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from mte.cli import UserError
+
+
+class ServeError(UserError):
+    """A setting that keeps the server from starting (port in use, missing web extra)."""
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail in a second, not after loading the model, when the address cannot be bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise ServeError(f"cannot listen on {host}:{port} ({e.strerror or e}); pass port=OTHER") from None
+
+
+def serve(cfg: DictConfig) -> None:
+    """Load the engine, then serve until interrupted."""
+    try:
+        import uvicorn
+
+        from mte.web.app import Settings, create_app
+    except ImportError as e:
+        raise ServeError(f"the web page needs the web extra ({e.name} is missing): pip install 'mte[web]'") from None
+    from mte.search_engine import SearchEngine, SearchError, find_index_dir
+
+    if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
+        raise ServeError("ckpt_path is required: python -m mte.serve ckpt_path=<run>/checkpoints/best.ckpt")
+    host, port = str(cfg.host), int(cfg.port)
+    _check_port(host, port)
+    start = time.perf_counter()
+    try:
+        index_dir = cfg.get("index_dir") or find_index_dir(cfg.ckpt_path)
+        engine = SearchEngine.from_checkpoint(
+            cfg.ckpt_path, index_dir, processed_dir=cfg.get("processed_dir"),
+            progress=lambda msg: print(f"[serve] {msg}", file=sys.stderr, flush=True),
+        )
+    except SearchError as e:
+        raise ServeError(str(e)) from None
+    settings = Settings(
+        k=int(cfg.k), max_upload_mb=float(cfg.max_upload_mb), max_pending_jobs=int(cfg.max_pending_jobs),
+        extract_timeout_s=float(cfg.extract_timeout_s),
+    )
+    app = create_app(engine, settings)
+    counts = engine.gallery.counts()
+    elapsed = time.perf_counter() - start
+    print(f"[serve] {counts['albums']} albums, {counts['reviews']} reviews ready in {elapsed:.1f} s",
+          file=sys.stderr, flush=True)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"serving http://{shown}:{port}/  (Ctrl-C to stop)", flush=True)
+    # a short graceful shutdown: Ctrl-C should not wait for browsers' idle keep-alive connections
+    uvicorn.run(app, host=host, port=port, log_level=str(cfg.log_level), access_log=cfg.log_level == "info",
+                timeout_graceful_shutdown=3)
+    # Nothing is left to save (uploads' temp files went with the app's shutdown), and finalising the interpreter
+    # (garbage-collecting torch and polars objects) takes seconds: leave at once, so Ctrl-C feels immediate.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="serve")
+def main(cfg: DictConfig) -> None:
+    try:
+        serve(cfg)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
