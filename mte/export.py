@@ -1,0 +1,65 @@
+"""``python -m mte.export ckpt_path=PATH [out_dir=DIR] [faiss=true]`` — embed a checkpoint's gallery once, to disk.
+
+Writes ``albums.parquet``, ``reviews.parquet``, ``tracks.parquet`` (metadata plus an ``embedding``
+Array(Float32, D) column), ``manifest.json`` (checkpoint identity, processed dir, embed_dim, counts) and, with
+``faiss=true``, FAISS inner-product indexes (flat below ``faiss_options.ivf_min_size`` vectors, IVF above). The
+default dir sits beside the checkpoint, where ``python -m mte.search`` and the web page find it by themselves.
+Written atomically (temp dir + rename). The last printed line is the export dir. Bad input → one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from mte.cli import UserError, user_errors
+
+
+@hydra.main(config_path="../conf", config_name="export", version_base="1.3")
+def main(cfg: DictConfig) -> str:
+    with user_errors():  # bad input → "error: …" on stderr, exit status 2
+        return export(cfg)
+
+
+def export(cfg: DictConfig) -> str:
+    """Embed and write; returns the export dir (also printed as the last line)."""
+    if not cfg.get("ckpt_path"):
+        raise UserError("no checkpoint given; usage: python -m mte.export ckpt_path=PATH [out_dir=DIR] [faiss=true]")
+    if cfg.get("faiss"):
+        try:
+            import faiss  # noqa: F401  (checked before the slow embedding, not after)
+        except ImportError:
+            raise UserError("faiss=true needs FAISS, which is not installed: pip install 'mte[index]'") from None
+
+    from mte.search_engine import DEFAULT_NPROBE, IVF_MIN_SIZE, SearchEngine
+
+    progress = None if cfg.get("quiet") else _progress
+    options = cfg.get("faiss_options") or {}
+    engine = SearchEngine.from_checkpoint(str(cfg.ckpt_path), processed_dir=cfg.get("processed_dir"),
+                                          device=str(cfg.get("device", "cpu")), progress=progress)
+    out = engine.export(
+        cfg.get("out_dir"),
+        faiss=bool(cfg.get("faiss")),
+        ivf_min_size=int(options.get("ivf_min_size", IVF_MIN_SIZE)),
+        nlist=options.get("nlist"),
+        nprobe=int(options.get("nprobe", DEFAULT_NPROBE)),
+        progress=progress,
+    )
+    counts = engine.gallery.counts()
+    print(f"exported {counts['albums']} albums, {counts['reviews']} reviews, {counts['tracks']} tracks "
+          f"({engine.gallery.embed_dim}-d{', FAISS' if cfg.get('faiss') else ''}) to", flush=True)
+    print(out, flush=True)
+    return str(out)
+
+
+def _progress(message: str) -> None:
+    print(f"[export] {message}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    from mte.search import quote_free_values  # paths with '=', ',' or '(' (epoch=3-step=9.ckpt) work as typed
+
+    sys.argv[1:] = quote_free_values(sys.argv[1:], ("ckpt_path", "out_dir", "processed_dir"))
+    main()
