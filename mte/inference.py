@@ -10,6 +10,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -36,20 +37,53 @@ class LoadedModel:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device  # type: ignore[attr-defined]
 
+    @cached_property
+    def vocabulary(self):
+        """The training vocabulary (loaded once): encodes free-text queries for bow/LSTM models."""
+        return self.data.vocabulary()
+
+    @property
+    def reads_tokens(self) -> bool:
+        """True for bow/LSTM text branches (vocabulary ids), False for transformers (strings)."""
+        return self.model.text_backbone.input_kind == "tokens"  # type: ignore[attr-defined]
+
+    def review_texts(self, rows: np.ndarray | None = None) -> list[str]:
+        """The strings a transformer reads for reviews (the configured text fields joined, as in training)."""
+        from mte.data.datamodule import review_strings
+
+        reviews = self.data.reviews if rows is None else self.data.reviews[rows]
+        fields = self.data.manifest.get("config", {}).get("text_fields", ["summary", "reviewText"])
+        return review_strings(reviews, fields)
+
     @torch.inference_mode()
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Unit-length embeddings of free texts (queries or reviews), encoded as in training."""
+        if self.reads_tokens:
+            return self.embed_token_ids(self.vocabulary.encode_batch(list(texts)))
         backbone = self.model.text_backbone  # type: ignore[attr-defined]
-        out = []
-        for start in range(0, len(texts), self.batch_size):
-            chunk = list(texts[start : start + self.batch_size])
-            if backbone.input_kind == "tokens":
-                batch = _pad_tokens(self.data.vocabulary().encode_batch(chunk))
-            else:
-                batch = dict(backbone.tokenize(chunk))
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            out.append(self.model.embed_text(batch).float().cpu())  # type: ignore[attr-defined]
-        return torch.cat(out) if out else torch.zeros(0, self.embed_dim)
+        return self._embed_batches(list(texts), lambda chunk: dict(backbone.tokenize(chunk)))
+
+    def embed_token_ids(self, token_lists: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Unit-length embeddings of reviews given as vocabulary ids (bow/LSTM)."""
+        return self._embed_batches(list(token_lists), pad_token_ids)
+
+    def embed_reviews(self, rows: np.ndarray) -> torch.Tensor:
+        """Reviews (``review_idx`` rows) exactly as training embedded them: stored token ids, or the joined text."""
+        if self.reads_tokens:
+            tokens = self.data.reviews.get_column("tokens").gather(rows).to_list()
+            return self.embed_token_ids([list(t or []) for t in tokens])
+        return self.embed_texts(self.review_texts(rows))
+
+    @torch.inference_mode()
+    def _embed_batches(self, inputs: list, to_batch) -> torch.Tensor:
+        """Embed in batches, longest inputs first so each batch pads little; rows come back in input order."""
+        out = torch.empty(len(inputs), self.embed_dim)
+        order = np.argsort([-len(x) for x in inputs], kind="stable")
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            batch = {k: v.to(self.device) for k, v in to_batch([inputs[i] for i in rows]).items()}
+            out[torch.from_numpy(rows)] = self.model.embed_text(batch).float().cpu()  # type: ignore[attr-defined]
+        return out
 
     @torch.inference_mode()
     def embed_raw_features(self, raw: np.ndarray) -> torch.Tensor:
@@ -81,7 +115,8 @@ class LoadedModel:
         return int(self.model.hparams["model"].get("embed_dim", 128))  # type: ignore[attr-defined]
 
 
-def _pad_tokens(ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+def pad_token_ids(ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+    """A 0-padded ``tokens`` matrix and ``lengths``: the batch layout the bow/LSTM backbones read."""
     lengths = torch.tensor([len(x) for x in ids], dtype=torch.long)
     tokens = torch.zeros(len(ids), max([1, *lengths.tolist()]), dtype=torch.long)
     for row, seq in enumerate(ids):

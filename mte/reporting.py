@@ -526,7 +526,7 @@ def plot_embedding_map(run: Run, out: Path, n_reviews: int = 600, seed: int = 0,
     albums, inverse = np.unique(track_album, return_inverse=True)
     album_emb = torch.zeros(len(albums), track_emb.shape[1]).index_add_(0, torch.from_numpy(inverse), track_emb)
     album_emb = torch.nn.functional.normalize(album_emb, dim=1)
-    review_emb = _embed_reviews(loaded, reviews)
+    review_emb = loaded.embed_reviews(reviews)
     points = torch.cat([album_emb, review_emb]).double()
     centred = points - points.mean(0)
     _, singular, vh = torch.linalg.svd(centred, full_matrices=False)  # a few hundred × embed_dim: cheap
@@ -537,27 +537,6 @@ def plot_embedding_map(run: Run, out: Path, n_reviews: int = 600, seed: int = 0,
     album_genre = [genres[a] for a in albums]
     review_genre = [genres[a] for a in review_album]
     return _draw_map(xy, album_genre, review_genre, explained.tolist(), run, out, max_genres)
-
-
-def _embed_reviews(loaded: Any, reviews: Any) -> Any:
-    """Reviews as training embedded them: the stored token ids for bow/LSTM, the configured text for HF models."""
-    import torch
-
-    from mte.inference import _pad_tokens
-
-    model, data = loaded.model, loaded.data
-    if model.text_backbone.input_kind == "tokens":
-        ids = [list(t or []) for t in data.reviews.get_column("tokens").gather(reviews).to_list()]
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(ids), loaded.batch_size):
-                batch = _pad_tokens(ids[start : start + loaded.batch_size])
-                out.append(model.embed_text({k: t.to(loaded.device) for k, t in batch.items()}).float().cpu())
-        return torch.cat(out)
-    from mte.data.datamodule import review_strings
-
-    texts = review_strings(data.reviews[reviews], data.manifest["config"]["text_fields"])
-    return loaded.embed_texts(texts)
 
 
 def _draw_map(

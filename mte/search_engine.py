@@ -28,7 +28,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -132,9 +132,9 @@ class Gallery:
         albums = pl.DataFrame({"amazon_id": album_ids}, schema={"amazon_id": pl.String}).join(
             meta, on="amazon_id", how="left", maintain_order="left"
         )
-        rows, texts_or_tokens = _readable_reviews(loaded)
+        rows = _readable_reviews(loaded)
         say(f"embedding {len(rows)} reviews")
-        review_emb = _embed_reviews(loaded, texts_or_tokens)
+        review_emb = loaded.embed_reviews(rows) if len(rows) else _empty(loaded)
         reviews = (
             data.reviews[rows]
             .select("review_idx", "amazon_id", "rating", "split", "summary", "text")
@@ -202,48 +202,12 @@ def _albums_from_tracks(track_emb: torch.Tensor, track_album: pl.Series) -> tupl
     return emb, [str(ids[i]) for i in order.tolist()]
 
 
-def _readable_reviews(loaded: LoadedModel) -> tuple[np.ndarray, list[Any]]:
-    """Rows of the reviews the model can read, and their model input (token lists, or strings for HF)."""
-    reviews = loaded.data.reviews
-    if _uses_tokens(loaded):
-        lengths = reviews.get_column("tokens").list.len().fill_null(0).to_numpy()
-        rows = np.flatnonzero(lengths > 0)
-        tokens = reviews.get_column("tokens")
-        return rows, [list(t) for t in tokens.gather(rows).to_list()]
-    from mte.data.datamodule import review_strings  # the exact strings training fed the transformer
-
-    fields = loaded.data.manifest.get("config", {}).get("text_fields", ["summary", "reviewText"])
-    texts = review_strings(reviews, fields)
-    rows = np.array([i for i, t in enumerate(texts) if t.strip()], dtype=np.int64)
-    return rows, [texts[i] for i in rows]
-
-
-def _uses_tokens(loaded: LoadedModel) -> bool:
-    return loaded.model.text_backbone.input_kind == "tokens"  # type: ignore[attr-defined]
-
-
-@torch.inference_mode()
-def _embed_reviews(loaded: LoadedModel, inputs: Sequence[Any]) -> torch.Tensor:
-    """Embed token lists (bow/lstm: the stored training tokens) or strings (HF), longest first to pad little."""
-    if not inputs:
-        return _empty(loaded)
-    order = np.argsort([-len(x) for x in inputs], kind="stable")
-    out = torch.empty(len(inputs), loaded.embed_dim)
-    tokens = _uses_tokens(loaded)
-    step = _WORD_BATCH if tokens else _HF_BATCH
-    for start in range(0, len(order), step):
-        rows = order[start : start + step]
-        chunk = [inputs[i] for i in rows]
-        out[torch.from_numpy(rows)] = _embed_token_lists(loaded, chunk) if tokens else loaded.embed_texts(chunk)
-    return out
-
-
-@torch.inference_mode()
-def _embed_token_lists(loaded: LoadedModel, token_lists: Sequence[Sequence[int]]) -> torch.Tensor:
-    from mte.inference import _pad_tokens  # the padding embed_texts uses, so both paths agree exactly
-
-    batch = {k: v.to(loaded.device) for k, v in _pad_tokens(token_lists).items()}
-    return loaded.model.embed_text(batch).float().cpu()  # type: ignore[attr-defined]
+def _readable_reviews(loaded: LoadedModel) -> np.ndarray:
+    """Rows of the reviews the model can read: non-empty token lists (bow/LSTM) or non-blank text (HF)."""
+    if loaded.reads_tokens:
+        lengths = loaded.data.reviews.get_column("tokens").list.len().fill_null(0).to_numpy()
+        return np.flatnonzero(lengths > 0)
+    return np.array([i for i, t in enumerate(loaded.review_texts()) if t.strip()], dtype=np.int64)
 
 
 def _embedding_matrix(column: pl.Series, dim: int, path: Path) -> np.ndarray:
@@ -368,7 +332,7 @@ class SearchEngine:
         self._album_ids = gallery.albums.get_column("amazon_id").to_list()
         self._album_row = {aid: i for i, aid in enumerate(self._album_ids)}
         self._reviews_of = _group_rows(gallery.reviews.get_column("amazon_id"))
-        self._vocab = model.data.vocabulary() if _uses_tokens(model) else None
+        self._vocab = model.vocabulary if model.reads_tokens else None
         self.embed_seconds: float | None = None  # time spent embedding the gallery (None: read from an export)
 
     # -- construction -----------------------------------------------------------------------------------------
@@ -451,7 +415,7 @@ class SearchEngine:
         if not any(i > 1 for i in ids):  # 0 = [PAD], 1 = [UNK]
             raise SearchError(f"none of the words in {query!r} are in the model's vocabulary "
                               f"({self._vocab.size} words; stop words are ignored): try other words")
-        return _embed_token_lists(self.model, [ids])[0].numpy()
+        return self.model.embed_token_ids([ids])[0].numpy()
 
     def embed_descriptor(self, doc_or_path: dict | str | Path | bytes | np.ndarray) -> np.ndarray:
         """Unit-length audio embedding (D,) of an AcousticBrainz document (dict, JSON path or bytes) or of a raw

@@ -96,12 +96,12 @@ def test_album_embedding_is_the_normalised_mean_of_its_tracks(engine: SearchEngi
 
 
 def test_review_embeddings_equal_the_models_text_embedding_of_their_tokens(engine: SearchEngine) -> None:
-    from mte.inference import _pad_tokens
+    from mte.inference import pad_token_ids
 
     tokens = engine.model.data.reviews["tokens"].to_list()
     idx = engine.gallery.reviews["review_idx"].to_list()[:5]
     with torch.inference_mode():
-        expected = engine.model.model.embed_text(_pad_tokens([tokens[i] for i in idx]))
+        expected = engine.model.model.embed_text(pad_token_ids([tokens[i] for i in idx]))
     torch.testing.assert_close(engine.gallery.review_emb[:5], expected, atol=1e-6, rtol=0)
 
 
