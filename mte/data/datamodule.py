@@ -152,7 +152,9 @@ class MardDataModule(pl.LightningDataModule):
 
     ``text_input`` chooses what the text branch receives (see module docstring). ``sampler`` is ``random`` or
     ``neighborhood``. ``eval_split`` names the split used for validation metrics (``val``); ``test`` is used by
-    ``trainer.test``.
+    ``trainer.test``. ``standardize`` feeds train-split-standardised descriptors (the default); ``False`` feeds
+    the raw values, as the published model did (kept so its setup can be reproduced: its feature parts differ in
+    scale by orders of magnitude, which is why standardising is the default).
     """
 
     def __init__(
@@ -167,6 +169,7 @@ class MardDataModule(pl.LightningDataModule):
         feature_reviews: np.ndarray | None = None,
         seed: int = 0,
         eval_batch_size: int = 1024,
+        standardize: bool = True,
     ) -> None:
         super().__init__()
         if text_input not in TEXT_INPUTS:
@@ -178,7 +181,8 @@ class MardDataModule(pl.LightningDataModule):
         self.seed = seed
         self.eval_batch_size = eval_batch_size
         self.text = self._text_store(text_input, tokenize, text_features, feature_reviews)
-        self.audio = self.data.standardized_features()
+        self.standardize = standardize
+        self.audio = self.data.standardized_features() if standardize else self.data.raw_features()
         album_row = {a: i for i, a in enumerate(self.data.albums.get_column("amazon_id").to_list())}
         self.review_album = np.asarray(
             [album_row[a] for a in self.data.reviews.get_column("amazon_id").to_list()], dtype=np.int64
@@ -248,8 +252,15 @@ class MardDataModule(pl.LightningDataModule):
         return self._loader(PairDataset(self.text, self.audio, self.track_album), sampler)
 
     def eval_dataloaders(self, split: str) -> list[DataLoader]:
-        """[reviews, tracks] of ``split``, in index order (dataloader_idx 0 and 1)."""
+        """[reviews, tracks] of ``split``, in index order (dataloader_idx 0 and 1).
+
+        Review queries are the reviews with text: for vocabulary ids, those with at least one token left after
+        stop-word removal (the same queries ``mte.evaluate`` scores).
+        """
         reviews, tracks = self.split_reviews(split), self.split_tracks(split)
+        if self.text.kind == "tokens":
+            offsets = self.text.token_offsets
+            reviews = reviews[offsets[reviews + 1] > offsets[reviews]]
         if len(reviews) == 0 or len(tracks) == 0:
             raise ValueError(f"{self.data.root}: the {split!r} split has no paired reviews/tracks")
         return [

@@ -11,6 +11,11 @@ owns three promises:
   inputs and config give byte-identical Parquet files (stable sort orders, no timestamps inside).
 * **Atomic.** The dir is built as ``<target>.tmp-<pid>-<random>`` and renamed into place after ``manifest.json``
   (written last) is complete; a dir without a valid manifest is never trusted and stale tmp dirs are removed.
+
+``prepare(raw_dir, reference=<processed dir>)`` prepares *another* raw dir for a model trained on the reference:
+it reuses the reference's vocabulary, feature names and train-split statistics (copied verbatim) and its feature
+set and text settings, and puts every paired album in ``test`` — so a trained model can be evaluated on data it
+never saw, with its inputs encoded exactly as in training (see :class:`Reference`).
 """
 
 from __future__ import annotations
@@ -52,8 +57,10 @@ __all__ = [
     "FORMAT_VERSION",
     "MardLayoutError",
     "PrepareConfig",
+    "Reference",
     "VocabConfig",
     "cache_key",
+    "load_reference",
     "prepare",
     "prepare_from_config",
 ]
@@ -159,13 +166,70 @@ def scan_inputs(layout: MardLayout) -> InputScan:
     return InputScan(layout, entries, digest, inputs)
 
 
-def cache_key(fingerprint: str, config: PrepareConfig) -> str:
-    """Short hash of (input fingerprint, prepare config, FORMAT_VERSION): the processed dir's name in the cache."""
-    blob = json.dumps(
-        {"format_version": FORMAT_VERSION, "fingerprint": fingerprint, "config": config.key_dict()},
-        sort_keys=True,
-    )
+def cache_key(fingerprint: str, config: PrepareConfig, reference: str | None = None) -> str:
+    """Short hash of (input fingerprint, prepare config, FORMAT_VERSION[, reference digest]): the processed dir's
+    name in the cache. The reference enters only when given, so keys of ordinary prepares never change."""
+    payload: dict[str, Any] = {"format_version": FORMAT_VERSION, "fingerprint": fingerprint,
+                               "config": config.key_dict()}
+    if reference is not None:
+        payload["reference"] = reference
+    blob = json.dumps(payload, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------------- reference
+@dataclass
+class Reference:
+    """A processed dir whose vocabulary and feature statistics another raw dir is prepared with.
+
+    Why: a model's inputs are defined by its processed dir — word ids by ``vocab/``, audio scaling by the
+    train-split mean/std in ``features.json``, and (for ``lowlevel_all``) the feature names and their order.
+    Building these afresh from another raw dir would feed the model ids and scales it never saw. ``digest`` hashes
+    the reused files' bytes, so it enters the cache key: a rebuilt reference with another vocabulary gets a new dir,
+    a moved one does not.
+    """
+
+    root: Path
+    manifest: dict[str, Any]
+    feature_set: str
+    names: list[str]
+    digest: str
+
+    def config(self, workers: int = 0) -> PrepareConfig:
+        """The reference's prepare config (features, text fields, vocabulary settings); ``workers`` is ours."""
+        return PrepareConfig.from_mapping({**self.manifest.get("config", {}), "workers": workers})
+
+    def record(self) -> dict[str, Any]:
+        """What the manifest says about the reference."""
+        return {"processed_dir": str(self.root), "cache_key": self.manifest.get("cache_key"),
+                "digest": self.digest}
+
+
+def load_reference(reference: Path | str) -> Reference:
+    """Read a complete processed dir as a :class:`Reference`; :class:`ProcessedDirError` (one line) otherwise."""
+    root = Path(reference).expanduser().absolute()
+    manifest = read_manifest(root)
+    if manifest is None:
+        from mte.data.processed import ProcessedDirError
+
+        raise ProcessedDirError(f"reference {root} is not a complete processed dir (no valid manifest.json); "
+                                f"pass the processed dir a model was trained on")
+    features = json.loads((root / "features.json").read_text(encoding="utf-8"))
+    feature_set, names = str(features.get("feature_set", "")), [str(n) for n in features.get("names", [])]
+    from mte.data.descriptors import feature_names
+
+    fixed = feature_names(feature_set) if feature_set in FEATURE_SETS else None
+    if feature_set not in FEATURE_SETS or (fixed is not None and list(fixed) != names) or not names:
+        from mte.data.processed import ProcessedDirError
+
+        raise ProcessedDirError(f"reference {root}/features.json names {len(names)} features of set "
+                                f"{feature_set!r}, which does not match that feature set")
+    digest = hashlib.sha256()
+    for path in [root / "features.json", *sorted((root / "vocab").rglob("*"))]:
+        if path.is_file():
+            digest.update(f"{path.relative_to(root)}\0".encode())
+            digest.update(path.read_bytes())
+    return Reference(root, manifest, feature_set, names, digest.hexdigest()[:16])
 
 
 # ----------------------------------------------------------------------------------------------------- prepare
@@ -177,19 +241,29 @@ def prepare(
     force: bool = False,
     *,
     verbose: bool = True,
+    reference: Path | str | None = None,
 ) -> Path:
     """Build (or reuse) the processed dir for ``raw_dir`` and return its path.
 
     ``processed_dir`` places the output explicitly; otherwise it goes to ``<cache_dir>/processed/<key>``
     (``cache_dir`` defaults to :func:`mte.paths.cache_root`). ``force`` rebuilds even when a matching dir exists.
     Raises :class:`MardLayoutError` (one-line message) when the raw dir is missing or incomplete.
+
+    ``reference`` (a processed dir) switches to evaluation data: the reference's feature set, text fields and
+    vocabulary settings replace those of ``config`` (only ``config.workers`` is used), its ``vocab/`` and
+    ``features.json`` are copied instead of built (``lowlevel_all``: a document lacking one of the reference's
+    features is skipped as ``missing_stat``), every paired album goes to the ``test`` split, and the manifest
+    records ``reference``.
     """
     t0 = time.perf_counter()
+    ref = load_reference(reference) if reference is not None else None
     config = config if config is not None else PrepareConfig()
+    if ref is not None:
+        config = ref.config(workers=config.workers)
     config.validate()
     layout = MardLayout.of(raw_dir)
     scan = scan_inputs(layout)
-    key = cache_key(scan.fingerprint, config)
+    key = cache_key(scan.fingerprint, config, ref.digest if ref is not None else None)
     if processed_dir is not None:
         target = Path(processed_dir).expanduser().absolute()
     else:
@@ -207,7 +281,7 @@ def prepare(
     _ACTIVE_TMP.add(tmp)
     try:
         tmp.mkdir()
-        manifest = _build(scan, config, tmp, key, t0)
+        manifest = _build(scan, config, tmp, key, t0, ref)
         _publish(tmp, target, key, force)
     finally:
         _ACTIVE_TMP.discard(tmp)
@@ -341,8 +415,13 @@ class _Stages:
         self._t = now
 
 
-def _build(scan: InputScan, config: PrepareConfig, out: Path, key: str, t0: float) -> dict[str, Any]:
-    """Parse, join, split, tokenise and write everything into ``out`` (manifest last); return the manifest."""
+def _build(
+    scan: InputScan, config: PrepareConfig, out: Path, key: str, t0: float, ref: Reference | None = None
+) -> dict[str, Any]:
+    """Parse, join, split, tokenise and write everything into ``out`` (manifest last); return the manifest.
+
+    With ``ref``: the reference's feature names, vocabulary and statistics, and every paired album in ``test``.
+    """
     from mte.data.mard import read_metadata, read_reviews
 
     stages = _Stages()
@@ -361,25 +440,36 @@ def _build(scan: InputScan, config: PrepareConfig, out: Path, key: str, t0: floa
         reviews = reviews.sort(["amazon_id", "reviewer_id", "unix_time", "line"], nulls_last=True)
         words = _review_words(reviews, config)
         stages.done("split_words")
-        tracks, matrix, names = _collect_tracks(results, config.features, ledger)
+        tracks, matrix, names = _collect_tracks(results, config.features, ledger, ref.names if ref else None)
         stages.done("descriptors")
-    albums, reviews, tracks, matrix, splits = _join_and_split(meta, reviews, tracks, matrix, config)
+    albums, reviews, tracks, matrix, splits = _join_and_split(meta, reviews, tracks, matrix, config,
+                                                              all_test=ref is not None)
     stages.done("join_split")
-    reviews, vocab = _tokenise(reviews, words, config)
+    if ref is None:
+        reviews, vocab = _tokenise(reviews, words, config)
+    else:
+        from mte.data.text import Vocabulary
+
+        vocab = Vocabulary.load(ref.root / "vocab")
+        reviews = reviews.with_columns(vocab.encode_words(words).alias("tokens"))
     del words
     stages.done("vocab_encode")
-    mean, std, n_train_tracks = _feature_stats(matrix, tracks["split"].to_numpy() == "train")
     reviews, tracks = _final_columns(reviews, tracks, matrix)
     _write_tables(out, {"albums": albums, "reviews": reviews, "tracks": tracks})
-    _write_json(out / "features.json", {
-        "feature_set": config.features,
-        "names": names,
-        "mean": [float(x) for x in mean],
-        "std": [float(x) for x in std],
-        "n_train_tracks": n_train_tracks,
-    })
+    if ref is None:
+        mean, std, n_train_tracks = _feature_stats(matrix, tracks["split"].to_numpy() == "train")
+        _write_json(out / "features.json", {
+            "feature_set": config.features,
+            "names": names,
+            "mean": [float(x) for x in mean],
+            "std": [float(x) for x in std],
+            "n_train_tracks": n_train_tracks,
+        })
+        vocab.save(out / "vocab")
+    else:  # verbatim copies: the model must see exactly the ids and scaling it was trained with
+        shutil.copyfile(ref.root / "features.json", out / "features.json")
+        shutil.copytree(ref.root / "vocab", out / "vocab")
     _write_json(out / "splits.json", {name: splits[name] for name in ("train", "val", "test")})
-    vocab.save(out / "vocab")
     stages.done("write")
 
     counts = _counts(lines, scan, albums, reviews, tracks, ledger, splits)
@@ -387,6 +477,8 @@ def _build(scan: InputScan, config: PrepareConfig, out: Path, key: str, t0: floa
     counts["feature_dim"] = len(names)
     manifest = _manifest(scan, config, key, counts, ledger, t0, workers)
     manifest["stage_s"] = stages.seconds
+    if ref is not None:
+        manifest["reference"] = ref.record()
     part = out / (MANIFEST + ".part")
     _write_json(part, manifest)
     os.replace(part, out / MANIFEST)  # last: its presence marks the dir complete
@@ -394,16 +486,22 @@ def _build(scan: InputScan, config: PrepareConfig, out: Path, key: str, t0: floa
 
 
 def _join_and_split(
-    meta: pl.DataFrame, reviews: pl.DataFrame, tracks: pl.DataFrame, matrix: np.ndarray, config: PrepareConfig
+    meta: pl.DataFrame, reviews: pl.DataFrame, tracks: pl.DataFrame, matrix: np.ndarray, config: PrepareConfig,
+    all_test: bool = False,
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, np.ndarray, dict[str, list[str]]]:
-    """Album table, album-grouped splits, and reviews/tracks with their album's split, in their final order."""
+    """Album table, album-grouped splits, and reviews/tracks with their album's split, in their final order.
+
+    ``all_test``: every paired album in ``test`` (evaluation data prepared against a reference)."""
     import polars as pl
 
     from mte.data.splits import make_splits, split_of_album
 
     albums = _albums_frame(meta, reviews, tracks)
     paired_ids = albums.filter(pl.col("paired"))["amazon_id"].to_list()
-    splits = make_splits(paired_ids, config.split, config.split_fractions, config.split_seed)
+    if all_test:
+        splits = {"train": [], "val": [], "test": sorted(paired_ids)}
+    else:
+        splits = make_splits(paired_ids, config.split, config.split_fractions, config.split_seed)
     split_map = split_of_album(splits)
     split_df = pl.DataFrame(
         {"amazon_id": list(split_map), "split": list(split_map.values())},
@@ -511,9 +609,11 @@ def _parallel_parse(tasks: Sequence[tuple], workers: int) -> Iterator[Iterator[t
 
 
 def _collect_tracks(
-    results: Iterator[tuple], feature_set: str, ledger: Ledger
+    results: Iterator[tuple], feature_set: str, ledger: Ledger, fixed_names: Sequence[str] | None = None
 ) -> tuple[pl.DataFrame, np.ndarray, list[str]]:
-    """Worker results → (tracks frame with a ``row`` index into the matrix, float32 matrix, feature names)."""
+    """Worker results → (tracks frame with a ``row`` index into the matrix, float32 matrix, feature names).
+
+    ``fixed_names`` (a reference's): the lowlevel_all schema is taken from it instead of from these documents."""
     import numpy as np
     import polars as pl
 
@@ -540,7 +640,7 @@ def _collect_tracks(
             cols[k].append(v)
         vectors.append(payload)
     if feature_set == "lowlevel_all":
-        names, keep, matrix = _fix_lowlevel_schema(vectors, schemas, cols["file"], ledger)
+        names, keep, matrix = _fix_lowlevel_schema(vectors, schemas, cols["file"], ledger, fixed_names)
     else:
         names = feature_names(feature_set) or []
         keep = [i for i, v in enumerate(vectors) if _right_length(v, len(names), cols["file"][i], ledger)]
@@ -560,10 +660,12 @@ def _right_length(vec: Any, n: int, name: str, ledger: Ledger) -> bool:
 
 
 def _fix_lowlevel_schema(
-    payloads: list[Any], schemas: dict[str, tuple[str, ...]], files: list[str], ledger: Ledger
+    payloads: list[Any], schemas: dict[str, tuple[str, ...]], files: list[str], ledger: Ledger,
+    fixed_names: Sequence[str] | None = None,
 ) -> tuple[list[str], list[int], np.ndarray]:
-    """lowlevel_all: keep the names present in ≥ 99% of parsed documents (sorted); a document lacking one of them
-    is skipped as ``missing_stat``. Returns (names, indices of kept payloads, matrix)."""
+    """lowlevel_all: keep the names present in ≥ 99% of parsed documents (sorted), or ``fixed_names`` (a
+    reference's, in its order) when given; a document lacking one of them is skipped as ``missing_stat``.
+    Returns (names, indices of kept payloads, matrix)."""
     from collections import Counter
 
     import numpy as np
@@ -575,7 +677,9 @@ def _fix_lowlevel_schema(
             presence[name] += n
     total = len(payloads)
     num, den = LOWLEVEL_ALL_MIN_SHARE
-    names = sorted(name for name, c in presence.items() if c * den >= num * total)
+    names = (list(fixed_names) if fixed_names is not None
+             else sorted(name for name, c in presence.items() if c * den >= num * total))
+    why = "required by the reference processed dir" if fixed_names is not None else "present in >= 99% of documents"
     index: dict[str, np.ndarray | tuple[str, str]] = {}
     for schema_id in per_schema:
         doc_names = schemas.get(schema_id)
@@ -585,7 +689,7 @@ def _fix_lowlevel_schema(
         pos = {n: i for i, n in enumerate(doc_names)}
         missing = next((n for n in names if n not in pos), None)
         index[schema_id] = (
-            ("missing_stat", f"{missing} absent (present in >= 99% of documents)") if missing
+            ("missing_stat", f"{missing} absent ({why})") if missing
             else np.array([pos[n] for n in names], dtype=np.int64)
         )
     keep: list[int] = []

@@ -1,0 +1,478 @@
+"""``mte.evaluate`` / ``mte.evaluation``: exact protocols, the same numbers as training, other data, files, errors.
+
+The protocol tests compare the evaluator with a brute force written out plainly below (score every pair, sort
+with irrelevant-first ties, read off ranks and AP) on random data with duplicate vectors (ties) and albums of
+several tracks. The checkpoint tests train one tiny model in-process (hydra compose + ``mte.training.run``) on
+the session's processed dir; CLI tests run ``python -m mte.evaluate`` as a user would and are marked slow.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import itertools
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import REPO, run_module
+
+from mte.evaluation import (
+    PROTOCOLS,
+    EvalSet,
+    EvaluationError,
+    album_embeddings,
+    data_tag,
+    default_out_dir,
+    evaluate,
+    evaluate_embeddings,
+    markdown_table,
+    title_labels,
+)
+
+CONF = REPO / "conf"
+METRICS = ("R@1", "R@5", "R@10", "mAP@10", "MedR", "MeanR")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# brute force, written plainly
+# --------------------------------------------------------------------------------------------------------------
+
+
+class NearTie(Exception):
+    """Two different gallery vectors score within float32 rounding of each other: the data can't decide ties."""
+
+
+def brute_force(query, gallery, query_labels, gallery_labels, ks=(1, 5, 10), map_k=10) -> dict[str, float]:
+    """Score every (query, gallery) pair in float64, sort with ties broken irrelevant-first, read off the metrics."""
+    q, g = np.asarray(query, dtype=np.float64), np.asarray(gallery, dtype=np.float64)
+    ranks, aps = [], []
+    for i in range(len(q)):
+        scores = [float(np.dot(q[i], g[j])) for j in range(len(g))]
+        relevant = [gallery_labels[j] == query_labels[i] for j in range(len(g))]
+        if not any(relevant):
+            continue
+        _check_separated(scores, g)
+        order = sorted(range(len(g)), key=lambda j: (-scores[j], relevant[j]))  # False (irrelevant) first
+        flags = [relevant[j] for j in order]
+        ranks.append(flags.index(True) + 1)
+        hits, precision_sum = 0, 0.0
+        for position, flag in enumerate(flags[:map_k], start=1):
+            if flag:
+                hits += 1
+                precision_sum += hits / position
+        aps.append(precision_sum / min(sum(relevant), map_k))
+    out = {f"R@{k}": 100.0 * sum(r <= k for r in ranks) / len(ranks) for k in ks}
+    out[f"mAP@{map_k}"] = 100.0 * sum(aps) / len(aps)
+    out["MedR"] = float(statistics.median(ranks))
+    out["MeanR"] = sum(ranks) / len(ranks)
+    out["n_queries"] = float(len(ranks))
+    out["n_gallery"] = float(len(g))
+    return out
+
+
+def _check_separated(scores: list[float], g: np.ndarray) -> None:
+    """Identical gallery vectors tie exactly; different ones must differ by far more than float32 rounding."""
+    distinct: dict[bytes, float] = {}
+    for j, s in enumerate(scores):
+        distinct.setdefault(g[j].tobytes(), s)
+    values = sorted(distinct.values())
+    if any(b - a < 1e-5 for a, b in itertools.pairwise(values)):
+        raise NearTie
+
+
+def plain_album_vectors(audio: np.ndarray, track_album: list[int]) -> dict[int, np.ndarray]:
+    """Album → normalised mean of its tracks (float64), in a loop."""
+    out = {}
+    for album in sorted(set(track_album)):
+        rows = [audio[i].astype(np.float64) for i in range(len(track_album)) if track_album[i] == album]
+        mean = np.sum(rows, axis=0) / len(rows)
+        out[album] = mean / np.linalg.norm(mean)
+    return out
+
+
+def brute_protocol(s: EvalSet, protocol: str) -> dict[str, dict[str, float]]:
+    """Both directions of ``protocol`` built from the definitions in the module docstring, then brute-forced."""
+    text, audio = s.text.numpy(), s.audio.numpy()
+    review_album, track_album = s.review_album.tolist(), s.track_album.tolist()
+    if protocol == "album":
+        vectors = plain_album_vectors(audio, track_album)
+        albums, ids = np.stack(list(vectors.values())), list(vectors)
+        return {"t2a": brute_force(text, albums, review_album, ids),
+                "a2t": brute_force(albums, text, ids, review_album)}
+    if protocol == "track":
+        return {"t2a": brute_force(text, audio, review_album, track_album),
+                "a2t": brute_force(audio, text, track_album, review_album)}
+    assert protocol == "seed"
+    vectors = plain_album_vectors(audio, track_album)
+    rows = np.stack([vectors[a] for a in review_album])  # one audio row per review row
+    titles = [int(s.album_title[a]) for a in review_album]
+    return {"t2a": brute_force(text, rows, titles, titles), "a2t": brute_force(rows, text, titles, titles)}
+
+
+def random_eval_set(seed: int, collapsed: bool = False) -> EvalSet:
+    """12 albums of 1–3 tracks (ids not 0..n-1), 50 reviews, with built-in exact ties:
+
+    album 7 has album 1's tracks (identical album vectors), one track repeats another album's track, two reviews
+    share a vector, a review equals a track, and albums share titles (seed protocol)."""
+    g = torch.Generator().manual_seed(seed)
+    dim, n_reviews = 6, 50
+    per_album = [1, 2, 3, 1, 2, 1, 3, 2, 1, 2, 1, 2]  # album 7 has as many tracks as album 1
+    album_ids = [3 * a + 5 for a in range(len(per_album))]
+    track_album = torch.tensor([album_ids[a] for a, n in enumerate(per_album) for _ in range(n)])
+    audio = F.normalize(torch.randn(len(track_album), dim, generator=g), dim=1)
+    rows = {a: (track_album == album_ids[a]).nonzero().squeeze(1) for a in range(len(per_album))}
+    audio[rows[7]] = audio[rows[1]]  # same tracks, same order → identical album embeddings
+    audio[rows[4][1]] = audio[rows[2][0]]  # a track shared by two albums
+    review_album = torch.tensor(album_ids + [album_ids[i] for i in torch.randint(len(album_ids), (n_reviews - 12,),
+                                                                                   generator=g).tolist()])
+    text = F.normalize(torch.randn(n_reviews, dim, generator=g), dim=1)
+    text[5] = text[6]
+    text[9] = audio[0]
+    if collapsed:  # a collapsed model: every embedding is e₁ (exact in any sum and norm) — everything ties
+        text[:] = F.one_hot(torch.tensor(0), dim).float()
+        audio[:] = text[0]
+    title = torch.zeros(max(album_ids) + 1, dtype=torch.long)
+    title[album_ids] = torch.tensor([0, 1, 2, 0, 3, 4, 2, 5, 6, 7, 0, 8])
+    return EvalSet(text=text, review_album=review_album, audio=audio, track_album=track_album, album_title=title)
+
+
+def _separated_set(start: int) -> EvalSet:
+    """The first random set from ``start`` on whose distinct scores are well apart (ties decided by data only)."""
+    for seed in range(start, start + 50):
+        s = random_eval_set(seed)
+        try:
+            for protocol in PROTOCOLS:
+                brute_protocol(s, protocol)
+        except NearTie:
+            continue
+        return s
+    raise AssertionError("no well-separated random set found")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# protocols: exact against the brute force
+# --------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("start", [0, 100])
+def test_protocol_matches_brute_force(protocol: str, start: int, fused: bool) -> None:
+    s = _separated_set(start)
+    assert len(set(s.track_album.tolist())) < len(s.track_album)  # some album has several tracks
+    got = evaluate_embeddings(s, protocol, stage="test", bootstrap=0, fused=fused)
+    for direction, expected in brute_protocol(s, protocol).items():
+        for name, value in expected.items():
+            assert got[f"test/{direction}/{name}"] == pytest.approx(value, rel=1e-12, abs=1e-12), (direction, name)
+        assert got[f"test/{direction}/n_excluded"] == 0
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_collapsed_model_gets_the_worst_ranks(protocol: str, fused: bool) -> None:
+    """Every score equal: pessimistic ties put every irrelevant item first, in every protocol."""
+    s = random_eval_set(0, collapsed=True)
+    got = evaluate_embeddings(s, protocol, stage="val", bootstrap=0, fused=fused)
+    for direction, expected in brute_protocol(s, protocol).items():
+        for name, value in expected.items():
+            assert got[f"val/{direction}/{name}"] == pytest.approx(value, rel=1e-12, abs=1e-12), (direction, name)
+    n_albums = len(set(s.track_album.tolist()))
+    if protocol == "album":
+        assert got["val/t2a/MedR"] == n_albums and got["val/t2a/R@1"] == 0
+
+
+def _same(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> bool:
+    return torch.equal(a[0], b[0]) and torch.equal(a[1].nan_to_num(-1.0), b[1].nan_to_num(-1.0))
+
+
+@pytest.mark.parametrize("case", ["weak", "strong", "ties", "tracks", "tracks-transposed", "few-deeper"])
+def test_one_product_gives_both_directions_exactly(case: str) -> None:
+    """bidirectional_ranks == two retrieval_ranks passes, bit for bit: ranks and AP@10 of both directions.
+
+    Cases: a random ("weak") model; a strong one (many a2t ranks < 10, so the AP sub-pass runs); quantised vectors
+    (massive exact ties); a gallery with several items per label and labels missing on either side; the same
+    transposed; and a strong model whose only good items are a handful (sub-pass narrower than a column block).
+    """
+    from mte.evaluation import bidirectional_ranks
+    from mte.metrics import retrieval_ranks
+
+    g = torch.Generator().manual_seed(7)
+    n_query, n_albums, dim = 5000, 600, 24
+    albums = F.normalize(torch.randn(n_albums, dim, generator=g), dim=1)
+    labels = torch.randint(n_albums, (n_query,), generator=g).sort().values
+    noise = {"weak": 50.0, "strong": 0.5, "ties": 0.8, "tracks": 0.6, "tracks-transposed": 0.6, "few-deeper": 50.0}
+    text = F.normalize(albums[labels] + noise[case] * torch.randn(n_query, dim, generator=g), dim=1)
+    gallery, gallery_labels = albums, torch.arange(n_albums)
+    if case == "ties":
+        text, gallery = torch.round(text * 2) / 2, torch.round(albums * 2) / 2
+    if case.startswith("tracks"):
+        gallery_labels = torch.randint(n_albums + 50, (1500,), generator=g)  # some labels only here
+        gallery = F.normalize(torch.cat([albums, torch.randn(50, dim, generator=g)])[gallery_labels], dim=1)
+    if case == "few-deeper":
+        text[labels < 5] = albums[labels[labels < 5]]  # albums 0-4 are found by their reviews (and vice versa)
+    query, query_labels = text, labels
+    if case == "tracks-transposed":
+        query, gallery, query_labels, gallery_labels = gallery, query, gallery_labels, query_labels
+    both = bidirectional_ranks(query, gallery, query_labels, gallery_labels)
+    assert both is not None, "the product's rounding was not reproduced (another BLAS?): evaluation falls back"
+    assert _same(both["t2a"], retrieval_ranks(query, gallery, query_labels, gallery_labels))
+    assert _same(both["a2t"], retrieval_ranks(gallery, query, gallery_labels, query_labels))
+
+
+def test_album_protocol_equals_training_time_metrics() -> None:
+    """Same numbers, intervals included, as the callback that computes test metrics during training."""
+    from mte.callbacks import album_embeddings as callback_album_embeddings
+    from mte.callbacks import split_metrics
+
+    s = random_eval_set(3)
+    ours = evaluate_embeddings(s, "album", stage="test", bootstrap=200)
+    theirs = split_metrics({"embedding": s.text, "album": s.review_album},
+                           {"embedding": s.audio, "album": s.track_album}, "test", (1, 5, 10), 10, bootstrap=200)
+    assert theirs and all(ours[k] == v for k, v in theirs.items())
+    a, ids = album_embeddings(s.audio, s.track_album)
+    b, ids_b = callback_album_embeddings(s.audio, s.track_album)
+    assert torch.equal(a, b) and torch.equal(ids, ids_b)
+
+
+def test_bootstrap_intervals_bracket_every_metric_and_names_follow_the_design() -> None:
+    s = random_eval_set(1)
+    got = evaluate_embeddings(s, "track", stage="test", bootstrap=300)
+    for direction in ("t2a", "a2t"):
+        for name in METRICS:
+            key = f"test/{direction}/{name}"
+            assert got[f"{key}_lo"] <= got[key] <= got[f"{key}_hi"], key
+        assert got[f"test/{direction}/n_gallery"] == (len(s.audio) if direction == "t2a" else len(s.text))
+    assert got == evaluate_embeddings(s, "track", stage="test", bootstrap=300)  # seeded: reruns agree
+
+
+def test_unknown_protocol_is_a_one_line_error() -> None:
+    with pytest.raises(EvaluationError, match="unknown protocol 'nope'"):
+        evaluate_embeddings(random_eval_set(0), "nope", bootstrap=0)
+
+
+def test_title_labels_match_literally_with_amazon_id_fallback() -> None:
+    albums = pl.DataFrame({"amazon_id": ["A1", "A2", "A3", "A4", "A5", "A6"],
+                           "title": ["Hits", "Hits", "hits", None, None, "  "]})
+    labels = title_labels(albums).tolist()
+    assert labels[0] == labels[1]  # same title: a hit for each other (as published)
+    assert len({labels[0], labels[2], labels[3], labels[4], labels[5]}) == 5  # case kept; no title → own class
+
+
+def test_markdown_table_and_out_dir_names(tmp_path: Path) -> None:
+    metrics = evaluate_embeddings(random_eval_set(2), "album", stage="test", bootstrap=50)
+    table = markdown_table(metrics, "test", "album", {"checkpoint": "`x.ckpt`"})
+    header, _rule, *rows = [line for line in table.splitlines() if line.startswith("|")]
+    assert header.split("|")[4].strip() == "R@1" and len(rows) == 2 and rows[0].startswith("| t2a")
+    assert f"{metrics['test/t2a/R@10']:.2f} [" in rows[0]
+    ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    assert default_out_dir(ckpt, "test", "album") == tmp_path / "run" / "eval" / "test-album"
+    tag = data_tag(tmp_path / "my mard")
+    assert default_out_dir(ckpt, "test", "seed", tag) == tmp_path / "run" / "eval" / f"test-seed-{tag}"
+    assert tag.startswith("my_mard-") and data_tag(tmp_path / "other" / "my mard") != tag
+
+
+def test_evaluate_config_defaults() -> None:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("evaluate", overrides=["ckpt_path=x.ckpt"], return_hydra_config=True)
+    assert (cfg.split, cfg.protocol, cfg.bootstrap, cfg.out_dir, cfg.device) == ("test", "album", 1000, None, "cpu")
+    assert cfg.data.raw_dir is None and cfg.hydra.output_subdir is None and cfg.hydra.run.dir == "."
+
+
+# --------------------------------------------------------------------------------------------------------------
+# a real checkpoint
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _train(run_dir: Path, raw: Path, processed: Path, *overrides: str) -> dict:
+    from hydra import compose, initialize_config_dir
+
+    from mte.training import run
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[
+            "data=mard", f"data.raw_dir={raw}", f"data.processed_dir={processed}", "data.batch_size=32",
+            "trainer.max_epochs=2", "logger=none", f"paths.output_dir={run_dir}", "callbacks.projector=null",
+            *overrides,
+        ])
+    run(cfg)
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_raw: Path, processed_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """(best checkpoint, the training run's metrics.json) of a 2-epoch bag-of-words model on ``processed_dir``."""
+    run_dir = tmp_path_factory.mktemp("eval-run")
+    record = _train(run_dir, synthetic_raw, processed_dir)
+    return Path(record["best_checkpoint"]), record
+
+
+@pytest.fixture(scope="module")
+def other_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mte.data.synth import generate
+
+    out = tmp_path_factory.mktemp("other") / "other-mard"
+    generate(out, albums=90, seed=7, tracks_per_album=2)
+    return out
+
+
+def test_own_test_split_reproduces_training_metrics(trained: tuple[Path, dict]) -> None:
+    ckpt, record = trained
+    result = evaluate(ckpt, split="test", protocol="album", bootstrap=1000)
+    test_keys = [k for k in record["metrics"] if k.startswith("test/")]
+    assert len(test_keys) >= 2 * (3 * len(METRICS) + 2)  # values, intervals, counts of both directions
+    for key in test_keys:
+        assert result.metrics[key] == record["metrics"][key], key
+    # written where promised, atomically (no temp files left), and the JSON names the protocol
+    out = ckpt.parent.parent / "eval" / "test-album"
+    assert result.out_dir == out and sorted(p.name for p in out.iterdir()) == ["metrics.json", "metrics.md"]
+    payload = json.loads((out / "metrics.json").read_text())
+    assert payload["protocol"] == "album" and payload["split"] == "test"
+    assert payload["metrics"]["test/t2a/R@10"] == record["metrics"]["test/t2a/R@10"]
+    assert (out / "metrics.md").read_text() == result.table
+
+
+def test_protocols_write_side_by_side_and_out_dir_is_honoured(trained: tuple[Path, dict], tmp_path: Path) -> None:
+    ckpt, _ = trained
+    for protocol in ("track", "seed"):
+        result = evaluate(ckpt, protocol=protocol, bootstrap=0, split="val")
+        assert result.out_dir == ckpt.parent.parent / "eval" / f"val-{protocol}"
+        assert (result.out_dir / "metrics.json").is_file()
+    seed = json.loads((ckpt.parent.parent / "eval" / "val-seed" / "metrics.json").read_text())
+    assert seed["metrics"]["val/t2a/n_gallery"] == seed["metrics"]["val/t2a/n_queries"]  # one audio row per review
+    result = evaluate(ckpt, bootstrap=0, out_dir=tmp_path / "mine")
+    assert (tmp_path / "mine" / "metrics.json").is_file() and (tmp_path / "mine" / "metrics.md").is_file()
+
+
+def test_other_raw_dir_uses_the_reference_vocabulary_and_statistics(
+    trained: tuple[Path, dict], other_raw: Path, processed_dir: Path, tmp_path: Path
+) -> None:
+    from mte.data.processed import ProcessedData
+
+    ckpt, _ = trained
+    result = evaluate(ckpt, raw_dir=other_raw, bootstrap=100, cache_dir=tmp_path / "cache")
+    evaluated = Path(result.payload["processed_dir"])
+    assert evaluated != processed_dir and evaluated.is_relative_to(tmp_path / "cache")
+    # vocabulary and feature statistics are the checkpoint's, byte for byte
+    vocab_files = sorted(p.name for p in (processed_dir / "vocab").iterdir())
+    assert vocab_files == sorted(p.name for p in (evaluated / "vocab").iterdir())
+    assert all(filecmp.cmp(processed_dir / "vocab" / n, evaluated / "vocab" / n, shallow=False) for n in vocab_files)
+    assert filecmp.cmp(processed_dir / "features.json", evaluated / "features.json", shallow=False)
+    # every paired album of the other dir is in the gallery, every paired review queries (bow: all have tokens)
+    data = ProcessedData.load(evaluated)
+    paired = data.albums.filter(pl.col("n_reviews") > 0, pl.col("n_tracks") > 0)
+    assert sorted(data.splits["test"]) == sorted(paired["amazon_id"].to_list()) and not data.splits["train"]
+    assert result.metrics["test/t2a/n_gallery"] == len(paired)
+    n_text = int((data.reviews.filter(pl.col("paired"))["tokens"].list.len() > 0).sum())
+    assert result.metrics["test/t2a/n_queries"] == n_text
+    assert data.manifest["reference"]["processed_dir"] == str(processed_dir.absolute())
+    assert result.out_dir.name == f"test-album-{data_tag(other_raw)}"
+    with pytest.raises(EvaluationError, match="use split=test"):
+        evaluate(ckpt, raw_dir=other_raw, split="val", write=False)
+
+
+def test_reference_enters_the_cache_key(other_raw: Path, processed_dir: Path, tmp_path: Path) -> None:
+    from mte.data.prepare import PrepareConfig, load_reference, prepare
+
+    plain = prepare(other_raw, PrepareConfig(), cache_dir=tmp_path)
+    with_ref = prepare(other_raw, PrepareConfig(features="seed169"), cache_dir=tmp_path, reference=processed_dir)
+    assert plain != with_ref
+    manifest = json.loads((with_ref / "manifest.json").read_text())
+    assert manifest["config"]["features"] == "seed369"  # the reference's settings win over the passed config
+    assert manifest["reference"]["digest"] == load_reference(processed_dir).digest
+    assert prepare(other_raw, cache_dir=tmp_path, reference=processed_dir) == with_ref  # cached
+
+
+def test_lowlevel_all_reference_fixes_the_schema(synthetic_raw: Path, tmp_path: Path) -> None:
+    """The reference's lowlevel_all names are reused; a document lacking one is skipped with the usual reason."""
+    from mte.data.prepare import PrepareConfig, prepare
+    from mte.data.synth import generate
+
+    reference = prepare(synthetic_raw, PrepareConfig(features="lowlevel_all"), processed_dir=tmp_path / "ref")
+    names = json.loads((reference / "features.json").read_text())["names"]
+    other = tmp_path / "other"
+    generate(other, albums=40, seed=7, quirks=False)
+    victim = sorted((other / "acousticbrainz_descriptors").iterdir())[0]
+    doc = json.loads(victim.read_text())
+    assert "lowlevel.spectral_flux.mean" in names
+    del doc["lowlevel"]["spectral_flux"]
+    victim.write_text(json.dumps(doc))
+    out = prepare(other, PrepareConfig(), processed_dir=tmp_path / "evaluated", reference=reference)
+    assert json.loads((out / "features.json").read_text())["names"] == names
+    manifest = json.loads((out / "manifest.json").read_text())
+    skipped = [i for i in manifest["skipped_items"] if i["source"] == victim.name]
+    assert [i["reason"] for i in skipped] == ["missing_stat"] and "reference" in skipped[0]["detail"]
+
+
+def test_bad_reference_is_a_one_line_error(other_raw: Path, tmp_path: Path) -> None:
+    from mte.data.prepare import prepare
+    from mte.data.processed import ProcessedDirError
+
+    with pytest.raises(ProcessedDirError, match="not a complete processed dir"):
+        prepare(other_raw, processed_dir=tmp_path / "x", reference=tmp_path)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the command line
+# --------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_cli_prints_the_table_writes_files_and_leaves_no_litter(trained: tuple[Path, dict], tmp_path: Path) -> None:
+    ckpt, record = trained
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    proc = run_module("mte.evaluate", f"ckpt_path={ckpt}", "bootstrap=0", f"out_dir={tmp_path / 'out'}", cwd=cwd)
+    assert "| t2a (review → album)" in proc.stdout and "R@10" in proc.stdout
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())["metrics"]
+    assert metrics["test/t2a/R@10"] == record["metrics"]["test/t2a/R@10"]
+    assert list(cwd.iterdir()) == []  # no outputs/, .hydra/ or log files
+
+
+@pytest.mark.slow
+def test_cli_bad_inputs_exit_2_with_one_line(trained: tuple[Path, dict], synthetic_raw: Path, tmp_path: Path) -> None:
+    from mte.data.prepare import PrepareConfig, prepare
+
+    ckpt, _ = trained
+    text_file = tmp_path / "notes.ckpt"
+    text_file.write_text("not a checkpoint\n")
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    seed169 = prepare(synthetic_raw, PrepareConfig(features="seed169"), processed_dir=tmp_path / "p169")
+    cases = {
+        "not found": [f"ckpt_path={tmp_path / 'missing.ckpt'}"],
+        "not a usable mte checkpoint": [f"ckpt_path={text_file}"],
+        "foreign.ckpt": [f"ckpt_path={foreign}"],
+        "369 audio features": [f"ckpt_path={ckpt}", f"processed_dir={seed169}"],
+        "ckpt_path is not set": [],
+        "MARD raw dir": [f"ckpt_path={ckpt}", f"data.raw_dir={tmp_path / 'nowhere'}"],
+    }
+    for expected, args in cases.items():
+        proc = run_module("mte.evaluate", *args, check=False, cwd=tmp_path)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2, (args, proc.stderr[-2000:])
+        assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], (args, proc.stderr)
+        assert "Traceback" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.slow
+def test_fine_tuned_transformer_reproduces_training_metrics(
+    synthetic_raw: Path, processed_dir: Path, tmp_path: Path
+) -> None:
+    """HF text path: review strings are tokenised and batched as in training, so the numbers are the same."""
+    from helpers import save_tiny_distilbert
+
+    model_dir = save_tiny_distilbert(tmp_path / "tiny-distilbert", seed=0)
+    record = _train(tmp_path / "run", synthetic_raw, processed_dir, "text=distilbert", f"text.pretrained={model_dir}",
+                    "text.freeze=false", "trainer.max_epochs=1", "text.max_length=64")
+    result = evaluate(record["best_checkpoint"], bootstrap=1000, write=False)
+    for key in (k for k in record["metrics"] if k.startswith("test/")):
+        assert result.metrics[key] == pytest.approx(record["metrics"][key], abs=1e-9), key
+    shutil.rmtree(tmp_path / "run", ignore_errors=True)
