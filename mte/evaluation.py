@@ -82,10 +82,8 @@ from mte.metrics import (
     _average_precision,
     _check_inputs,
     _relevant_positions,
-    bootstrap_intervals,
-    per_query_metrics,
+    metrics_from_ranks,
     retrieval_ranks,
-    summarize,
 )
 
 if TYPE_CHECKING:
@@ -221,24 +219,8 @@ def evaluate_embeddings(
     out: dict[str, float] = {}
     for direction, task in tasks.items():
         prefix = f"{stage}/{direction}"
-        out.update(direction_metrics(*ranks[direction], prefix, bootstrap, generator))
+        out.update(metrics_from_ranks(*ranks[direction], KS, MAP_K, prefix, bootstrap, generator))
         out[f"{prefix}/n_gallery"] = float(len(task.gallery))
-    return out
-
-
-def direction_metrics(
-    rank: Tensor, ap: Tensor, prefix: str, bootstrap: int, generator: torch.Generator | None
-) -> dict[str, float]:
-    """Aggregates, bootstrap bounds and counts of one direction from per-query ranks and AP — the assembly of
-    :func:`mte.metrics.retrieval_metrics`, so equal ranks give equal numbers."""
-    per_query = per_query_metrics(rank, ap, KS, MAP_K)
-    out = summarize(per_query, prefix)
-    if bootstrap > 0:
-        for name, (low, high) in bootstrap_intervals(per_query, n=bootstrap, generator=generator).items():
-            out[f"{prefix}/{name}_lo"], out[f"{prefix}/{name}_hi"] = float(low), float(high)
-    n_scored = int((rank > 0).sum())
-    out[f"{prefix}/n_queries"] = float(n_scored)
-    out[f"{prefix}/n_excluded"] = float(rank.numel() - n_scored)
     return out
 
 

@@ -303,7 +303,24 @@ def retrieval_metrics(
     bootstrap interval over queries as ``{prefix}/{metric}_lo`` and ``…_hi``.
     """
     rank, ap = retrieval_ranks(query, gallery, query_labels, gallery_labels, map_k=map_k, chunk_size=chunk_size)
-    per_query = per_query_metrics(rank, ap if map_k > 0 else None, ks, map_k)
+    return metrics_from_ranks(rank, ap if map_k > 0 else None, ks, map_k, prefix, bootstrap, generator)
+
+
+def metrics_from_ranks(
+    rank: Tensor,
+    ap: Tensor | None,
+    ks: Sequence[int] = (1, 5, 10),
+    map_k: int = 10,
+    prefix: str = "val/t2a",
+    bootstrap: int = 0,
+    generator: torch.Generator | None = None,
+) -> dict[str, float]:
+    """Aggregates, optional bootstrap bounds and query counts of one direction from per-query ranks and AP.
+
+    The one assembly of metric names and values: :func:`retrieval_metrics` and every evaluation protocol end here,
+    so equal ranks always give equal numbers.
+    """
+    per_query = per_query_metrics(rank, ap, ks, map_k)
     out = summarize(per_query, prefix)
     if bootstrap > 0:
         for name, (low, high) in bootstrap_intervals(per_query, n=bootstrap, generator=generator).items():
