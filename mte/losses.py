@@ -349,11 +349,17 @@ class InfoNCELoss(nn.Module):
     """
 
     def __init__(
-        self, temperature: float = 0.07, learn_temperature: bool = True, max_logit_scale: float = 100.0
+        self,
+        temperature: float = 0.07,
+        learn_temperature: bool = True,
+        max_logit_scale: float = 100.0,
+        bidirectional: bool = True,
     ) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        # False: only the text→audio cross-entropy, the counterpart of the margin loss's unidirectional mode
+        self.bidirectional = bidirectional
         self.max_log_scale = math.log(max_logit_scale)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)), requires_grad=learn_temperature)
 
@@ -367,4 +373,7 @@ class InfoNCELoss(nn.Module):
         """``generator`` is unused (nothing is sampled); it keeps the signature of :class:`MarginRankingLoss`."""
         with torch.no_grad():
             self.logit_scale.clamp_(0.0, self.max_log_scale)
-        return info_nce_loss(text, audio, album, self.logit_scale.exp().to(text.dtype))
+        terms = info_nce_loss(text, audio, album, self.logit_scale.exp().to(text.dtype))
+        if not self.bidirectional:
+            terms = {**terms, "loss": terms["t2a"], "a2t": torch.zeros_like(terms["a2t"])}
+        return terms

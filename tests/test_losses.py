@@ -364,3 +364,14 @@ def test_info_nce_module_temperature():
     loss_fn(text, text, torch.arange(5))
     assert loss_fn.logit_scale.item() == pytest.approx(math.log(100))
     assert not InfoNCELoss(learn_temperature=False).logit_scale.requires_grad
+
+
+def test_infonce_unidirectional_keeps_only_the_text_to_audio_term():
+    torch.manual_seed(0)
+    text = torch.nn.functional.normalize(torch.randn(6, 4), dim=1)
+    audio = torch.nn.functional.normalize(torch.randn(6, 4), dim=1)
+    album = torch.tensor([0, 0, 1, 2, 3, 4])
+    both = InfoNCELoss()(text, audio, album)
+    one = InfoNCELoss(bidirectional=False)(text, audio, album)
+    torch.testing.assert_close(one["loss"], both["t2a"])
+    assert float(one["a2t"]) == 0.0
