@@ -27,8 +27,18 @@ def test_every_option_composes(group, option):
     assert cfg.seed == 0 and "trainer" in cfg
 
 
-def test_defaults_are_the_published_model():
+def test_defaults_are_the_best_recipe():
+    """Plain `python -m mte.train` runs experiment=best (tests/test_experiments.py checks its settings)."""
     cfg = _compose()
+    assert list(cfg.tags) == ["best"] and cfg.optimized_metric == "val_best/t2a/R@10"
+    assert cfg.text.name == "bow" and cfg.audio.name == "mlp" and cfg.loss.name == "margin"
+    assert (cfg.data.features, cfg.data.standardize) == ("lowlevel_all", True)
+    assert cfg.model.scheduler.name == "cosine" and cfg.audio.dropout > 0 and cfg.model.text_dropout > 0
+
+
+def test_paper_config_is_the_published_model():
+    """The published model's settings now live in experiment=paper/<row> (all rows share these)."""
+    cfg = _compose("experiment=paper/nonlinear_bidirectional")
     assert cfg.text.name == "bow" and cfg.audio.name == "mlp" and cfg.sampler.name == "random"
     assert (cfg.model.embed_dim, cfg.model.hidden_dim) == (128, 256)
     loss = cfg.loss
@@ -40,7 +50,7 @@ def test_defaults_are_the_published_model():
         "euclidean",
     )
     assert cfg.model.optimizer.lr == pytest.approx(1e-3) and cfg.data.batch_size == 128
-    assert cfg.optimized_metric == "val_best/t2a/R@10"
+    assert (cfg.data.features, cfg.data.standardize) == ("seed169", False)
 
 
 def test_readme_command_overrides():
