@@ -316,6 +316,7 @@ def literal_indices(model: Any, album: Any) -> dict[str, Any]:
 
 
 def our_step(model: Any, optimizer: Any, batch: dict[str, Any], index: int) -> float:
+    """One optimisation step as Lightning runs it: ``training_step`` (each item embedded once), backward, step."""
     optimizer.zero_grad(set_to_none=True)
     loss = model.training_step(batch, index)
     loss.backward()
@@ -324,6 +325,7 @@ def our_step(model: Any, optimizer: Any, batch: dict[str, Any], index: int) -> f
 
 
 def literal_step(model: Any, optimizer: Any, batch: dict[str, Any], index: int) -> float:
+    """The same step with the published loss (every triple's inputs copied and re-embedded), same optimiser."""
     optimizer.zero_grad(set_to_none=True)
     loss = literal_loss(model, batch, literal_indices(model, batch["album"]))
     loss.backward()
