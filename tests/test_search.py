@@ -51,7 +51,7 @@ def train_small_checkpoint(root: Path) -> Path:
     ckpt = root / "checkpoints" / "best.ckpt"
     if not ckpt.is_file():
         run_module("mte.train", "data.synthetic.albums=300", "trainer.max_epochs=3", "logger=none",
-                   f"hydra.run.dir={root}")
+                   "data.features=seed369", f"hydra.run.dir={root}")
     return ckpt
 
 
