@@ -111,3 +111,16 @@ def read_wandb_offline_run(run_dir: Path) -> dict:
 def _item_key(item) -> str:
     """A config/summary/history item's name: ``key``, or its ``nested_key`` path joined with '/'."""
     return item.key or "/".join(item.nested_key)
+
+
+def rank_and_ap(scores: list[float], relevant: list[bool], k: int) -> tuple[int, float]:
+    """Brute-force reference for one query: sort every gallery item by (score descending, irrelevant first — the
+    pessimistic tie-break), then read off the rank of the first relevant item and AP@k exactly as defined."""
+    order = sorted(range(len(scores)), key=lambda j: (-scores[j], relevant[j]))
+    ranked = [relevant[j] for j in order]
+    hits, total = 0, 0.0
+    for position, is_relevant in enumerate(ranked[:k], start=1):
+        if is_relevant:
+            hits += 1
+            total += hits / position
+    return ranked.index(True) + 1, total / min(sum(relevant), k)

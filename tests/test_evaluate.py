@@ -20,7 +20,7 @@ import polars as pl
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import REPO, run_module
+from helpers import REPO, rank_and_ap, run_module
 
 from mte.evaluation import (
     PROTOCOLS,
@@ -58,15 +58,9 @@ def brute_force(query, gallery, query_labels, gallery_labels, ks=(1, 5, 10), map
         if not any(relevant):
             continue
         _check_separated(scores, g)
-        order = sorted(range(len(g)), key=lambda j: (-scores[j], relevant[j]))  # False (irrelevant) first
-        flags = [relevant[j] for j in order]
-        ranks.append(flags.index(True) + 1)
-        hits, precision_sum = 0, 0.0
-        for position, flag in enumerate(flags[:map_k], start=1):
-            if flag:
-                hits += 1
-                precision_sum += hits / position
-        aps.append(precision_sum / min(sum(relevant), map_k))
+        rank, ap = rank_and_ap(scores, relevant, map_k)
+        ranks.append(rank)
+        aps.append(ap)
     out = {f"R@{k}": 100.0 * sum(r <= k for r in ranks) / len(ranks) for k in ks}
     out[f"mAP@{map_k}"] = 100.0 * sum(aps) / len(aps)
     out["MedR"] = float(statistics.median(ranks))

@@ -7,6 +7,7 @@ import random
 
 import pytest
 import torch
+from helpers import rank_and_ap
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -46,15 +47,9 @@ def brute_force(query, gallery, query_labels, gallery_labels, k):
             ranks.append(-1)
             aps.append(math.nan)
             continue
-        order = sorted(range(len(gallery)), key=lambda g: (-scores[g], relevant[g]))
-        ranked = [relevant[g] for g in order]
-        ranks.append(ranked.index(True) + 1)
-        hits, total = 0, 0.0
-        for position, is_relevant in enumerate(ranked[:k], start=1):
-            if is_relevant:
-                hits += 1
-                total += hits / position
-        aps.append(total / min(sum(relevant), k))
+        rank, ap = rank_and_ap(scores, relevant, k)
+        ranks.append(rank)
+        aps.append(ap)
     return ranks, aps
 
 
