@@ -7,6 +7,7 @@ with status 2. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,3 +25,27 @@ def user_errors() -> Iterator[None]:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
+
+
+# Values that are free text or file paths: quoted for Hydra by quote_free_values (see there).
+FREE_VALUE_KEYS = ("query", "descriptor", "audio", "ckpt_path", "index_dir", "processed_dir")
+
+
+def quote_free_values(argv: list[str], keys: tuple[str, ...] = FREE_VALUE_KEYS) -> list[str]:
+    r"""Wrap ``key=value`` arguments of free-text/path keys in Hydra quotes, escaped, so any value works.
+
+    Why: Hydra's override grammar rejects or reinterprets ordinary query text and file names — ``rock'n'roll``,
+    ``synth-pop (80s)``, ``R&B: smooth``, ``dark, slow`` (a sweep!), ``epoch=3-step=9.ckpt`` — and a user should
+    not need to know that. Values already in quotes, ``null`` and empty values are left to Hydra as typed.
+    Escaping follows Hydra's rules: ``'`` → ``\'``; backslashes before a quote, ``${`` or the end are doubled;
+    ``${`` → ``\${`` (literal text, never an interpolation).
+    """
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        quoted = len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""
+        if sep and key in keys and value not in ("", "null") and not quoted:
+            value = re.sub(r"\\+(?='|$|\$\{)", lambda m: m.group(0) * 2, value)
+            arg = f"{key}='" + value.replace("'", "\\'").replace("${", "\\${") + "'"
+        out.append(arg)
+    return out

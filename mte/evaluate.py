@@ -1,6 +1,6 @@
 """``python -m mte.evaluate ckpt_path=… [split=test] [protocol=album|track|seed] [data.raw_dir=OTHER] [out_dir=…]``.
 
-A thin Hydra entry point over :func:`mte.evaluation.evaluate` (protocol definitions are in that module): it writes
+A thin Hydra entry point over :func:`mte.eval.evaluation.evaluate` (protocol definitions are in that module): it writes
 ``metrics.json`` and ``metrics.md`` into ``<run>/eval/<split>-<protocol>[-<data tag>]/`` (or ``out_dir``), prints
 the table and returns ``{split}/t2a/R@10`` so sweeps can use it. A bad checkpoint, processed dir or raw dir prints
 one ``error:`` line on stderr and exits with status 2.
@@ -23,7 +23,7 @@ from mte.cli import user_errors
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float | None:
     """Evaluate; return the t2a R@10 (the number sweeps compare)."""
-    from mte.evaluation import evaluate_from_config
+    from mte.eval.evaluation import evaluate_from_config
 
     with user_errors():
         result = evaluate_from_config(cfg)

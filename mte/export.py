@@ -33,7 +33,7 @@ def export(cfg: DictConfig) -> str:
         except ImportError:
             raise UserError("faiss=true needs FAISS, which is not installed: pip install 'mte[index]'") from None
 
-    from mte.search_engine import DEFAULT_NPROBE, IVF_MIN_SIZE, SearchEngine
+    from mte.search.engine import DEFAULT_NPROBE, IVF_MIN_SIZE, SearchEngine
 
     progress = None if cfg.get("quiet") else _progress
     options = cfg.get("faiss_options") or {}
@@ -59,7 +59,7 @@ def _progress(message: str) -> None:
 
 
 if __name__ == "__main__":
-    from mte.search import quote_free_values  # paths with '=', ',' or '(' (epoch=3-step=9.ckpt) work as typed
+    from mte.cli import quote_free_values  # paths with '=', ',' or '(' (epoch=3-step=9.ckpt) work as typed
 
     sys.argv[1:] = quote_free_values(sys.argv[1:], ("ckpt_path", "out_dir", "processed_dir"))
     main()

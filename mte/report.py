@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dir.is_dir():
         parser.error(f"not a directory: {args.dir}")
 
-    from mte.reporting import build_report
+    from mte.eval.report import build_report
 
     try:
         report = build_report(

@@ -1,6 +1,6 @@
 """``python -m mte.serve ckpt_path=… [port=8765] [host=127.0.0.1]`` — a local web page to search the joint space.
 
-A thin Hydra entry point: it loads the :class:`~mte.search_engine.SearchEngine` once, builds the FastAPI app of
+A thin Hydra entry point: it loads the :class:`~mte.search.engine.SearchEngine` once, builds the FastAPI app of
 :mod:`mte.web.app` and runs it with uvicorn until Ctrl-C. The page: a text box (text → albums), an upload field
 (audio via Essentia, or an AcousticBrainz JSON → reviews and albums), a ranked result list and a 2-D map of the
 album gallery coloured by genre. A bad checkpoint, processed dir, index dir or a busy port prints one ``error:``
@@ -48,7 +48,7 @@ def serve(cfg: DictConfig) -> None:
         from mte.web.app import Settings, create_app
     except ImportError as e:
         raise ServeError(f"the web page needs the web extra ({e.name} is missing): pip install 'mte[web]'") from None
-    from mte.search_engine import SearchEngine, SearchError, find_index_dir
+    from mte.search.engine import SearchEngine, SearchError, find_index_dir
 
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
         raise ServeError("ckpt_path is required: python -m mte.serve ckpt_path=<run>/checkpoints/best.ckpt")

@@ -3,10 +3,10 @@
 Two parts, each in a fresh process so its peak RSS is its own:
 
 * ``ranking`` — embedding excluded: random unit vectors of MARD's shapes (``--reviews`` × 128 text rows,
-  ``--albums`` albums of ``--tracks`` track(s)) through :func:`mte.evaluation.evaluate_embeddings`, both
+  ``--albums`` albums of ``--tracks`` track(s)) through :func:`mte.eval.evaluation.evaluate_embeddings`, both
   directions, ``--bootstrap`` resamples — exactly what ``python -m mte.evaluate`` runs after embedding. Also
   times each direction without the bootstrap, and the bootstrap alone.
-* ``e2e`` — embedding included: :func:`mte.evaluation.evaluate` of a real checkpoint on every paired album of a
+* ``e2e`` — embedding included: :func:`mte.eval.evaluation.evaluate` of a real checkpoint on every paired album of a
   full-scale raw dir (``--raw``, default /tmp/mard-full; made with ``python -m mte.synth`` at full scale). The dir
   is first prepared against the checkpoint's processed dir (timed separately; cached after the first run). Without
   ``--ckpt`` a small model is trained first (``python -m mte.train``, 1 epoch).
@@ -57,8 +57,8 @@ def part_ranking(args: argparse.Namespace) -> None:
     import torch
     import torch.nn.functional as F
 
-    from mte.evaluation import EvalSet, evaluate_embeddings, protocol_tasks
-    from mte.metrics import bootstrap_intervals, per_query_metrics, retrieval_ranks
+    from mte.eval.evaluation import EvalSet, evaluate_embeddings, protocol_tasks
+    from mte.eval.metrics import bootstrap_intervals, per_query_metrics, retrieval_ranks
 
     print(f"[ranking] {load()}; torch threads {torch.get_num_threads()}", flush=True)
     g = torch.Generator().manual_seed(0)
@@ -108,7 +108,7 @@ def _train_small(out: Path) -> Path:
 
 def _prepare_in_child(ckpt: Path, raw: str) -> None:
     """Prepare ``raw`` against the checkpoint's processed dir in a child process, so its memory peak is not ours."""
-    code = ("import sys, time; from mte.inference import load_checkpoint; from mte.data.prepare import prepare; "
+    code = ("import sys, time; from mte.models.inference import load_checkpoint; from mte.data.prepare import prepare; "
             "t = time.perf_counter(); ref = load_checkpoint(sys.argv[1]).data.root; out = prepare(sys.argv[2], "
             "reference=ref); print(f'[e2e] prepare {sys.argv[2]} against {ref}: {time.perf_counter() - t:.1f} s "
             "(cached after the first run) -> {out}', flush=True)")
@@ -116,7 +116,7 @@ def _prepare_in_child(ckpt: Path, raw: str) -> None:
 
 
 def part_e2e(args: argparse.Namespace) -> None:
-    from mte.evaluation import evaluate
+    from mte.eval.evaluation import evaluate
 
     ckpt = Path(args.ckpt) if args.ckpt else _train_small(Path(tempfile.mkdtemp(prefix="bench-eval-run-")))
     _prepare_in_child(ckpt, args.raw)

@@ -4,11 +4,11 @@
     .venv/bin/python scripts/bench_train.py [--raw-dir /tmp/mard-full] [--quick] [--hf-reviews N] [--threads N]
 
 Three targets from the issue, each measured the way a user's run executes it (the config is composed from
-``conf/`` and the model and data module come from ``mte.training.build_model`` / ``build_datamodule``):
+``conf/`` and the model and data module come from ``mte.train.run.build_model`` / ``build_datamodule``):
 
 a. **Step throughput** — bag-of-words + margin loss (K=10, both directions), batch 128, CPU, real batches of the
    prepared data. Our step (``EmbeddingModel.training_step`` + backward + LazyAdam: each item embedded once)
-   against the literal published step (``mte.reference``: every false pair's raw inputs copied and re-embedded;
+   against the literal published step (``mte.models.reembedding``: every false pair's raw inputs copied and re-embedded;
    same optimiser). Both losses are first checked equal on one batch with the same sampled indices.
    Target: ours ≥ 5× faster. Also: our step at 1 torch thread vs the default count.
 b. **bow epoch** — the real Lightning Trainer for 2 epochs over the training split (no validation, logger or
@@ -251,11 +251,11 @@ class FitTiming:
 
 
 def fit_epochs(cfg: Any, data: Any, epochs: int) -> FitTiming:
-    """Build model and data module as ``mte.training.run`` does, then ``trainer.fit`` for ``epochs`` epochs."""
+    """Build model and data module as ``mte.train.run.run`` does, then ``trainer.fit`` for ``epochs`` epochs."""
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from mte.training import build_datamodule, build_model
+    from mte.train.run import build_datamodule, build_model
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     t0 = time.perf_counter()
@@ -284,8 +284,8 @@ def text_inputs(batch: dict[str, Any]) -> dict[str, Any]:
 
 
 def literal_loss(model: Any, batch: dict[str, Any], indices: dict[str, Any]) -> Any:
-    """The published loss of a batch under ``model``'s encoders and loss settings (see mte.reference)."""
-    from mte.reference import literal_published_loss
+    """The published loss of a batch under ``model``'s encoders and loss settings (see mte.models.reembedding)."""
+    from mte.models.reembedding import literal_published_loss
 
     loss_fn = model.loss
     return literal_published_loss(
@@ -419,7 +419,7 @@ def time_thread_counts(model: Any, batches: list[dict[str, Any]], steps: int, co
 def bench_steps(cfg: Any, data: Any, args: argparse.Namespace, report: Report) -> None:
     import torch
 
-    from mte.training import build_datamodule, build_model
+    from mte.train.run import build_datamodule, build_model
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, data)
@@ -679,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from mte.data.prepare import prepare_from_config
     from mte.data.processed import ProcessedData
-    from mte.training import quiet_known_warnings
+    from mte.train.run import quiet_known_warnings
 
     quiet_known_warnings()
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}

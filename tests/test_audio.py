@@ -1,9 +1,9 @@
-"""Audio → AcousticBrainz-shaped document with Essentia's MusicExtractor (``mte.audio``).
+"""Audio → AcousticBrainz-shaped document with Essentia's MusicExtractor (``mte.search.essentia``).
 
 Generated audio (a few seconds of a pulsing tone with noise and clicks, written with numpy + ``wave``) runs in
 every test session where Essentia is installed; the real 4:50 track from ``shared/data/audio`` runs as a slow
 test. Both check that the result feeds every feature set, and that its ``lowlevel_all`` names cover those of real
-AcousticBrainz documents (MARD's extractor is older than the one on PyPI: see mte/audio.py).
+AcousticBrainz documents (MARD's extractor is older than the one on PyPI: see mte/search/essentia.py).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from helpers import REPO
 
-from mte.audio import STATS, AudioError, extract_descriptor
 from mte.data.descriptors import FEATURE_SETS, descriptor_tags, extract_features
+from mte.search.essentia import STATS, AudioError, extract_descriptor
 
 AB_DOCS = sorted((Path(__file__).resolve().parent / "data" / "acousticbrainz").glob("*.json"))
 # In CI the shared dir sits beside the repo clone (../shared); the developer checkout has the same layout.

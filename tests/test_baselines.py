@@ -12,7 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mte.baselines import (
+from mte.data.processed import ProcessedData
+from mte.eval.metrics import retrieval_metrics
+from mte.train.baselines import (
     CCABaseline,
     cca_split_metrics,
     expected_average_precision,
@@ -21,8 +23,6 @@ from mte.baselines import (
     random_split_metrics,
     simulate_random_ranker,
 )
-from mte.data.processed import ProcessedData
-from mte.metrics import retrieval_metrics
 
 METRICS = ["R@1", "R@5", "R@10", "mAP@10", "MedR", "MeanR"]
 

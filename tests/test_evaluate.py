@@ -1,8 +1,8 @@
-"""``mte.evaluate`` / ``mte.evaluation``: exact protocols, the same numbers as training, other data, files, errors.
+"""``mte.evaluate`` / ``mte.eval.evaluation``: exact protocols, the same numbers as training, other data, files, errors.
 
 The protocol tests compare the evaluator with a brute force written out plainly below (score every pair, sort
 with irrelevant-first ties, read off ranks and AP) on random data with duplicate vectors (ties) and albums of
-several tracks. The checkpoint tests train one tiny model in-process (hydra compose + ``mte.training.run``) on
+several tracks. The checkpoint tests train one tiny model in-process (hydra compose + ``mte.train.run.run``) on
 the session's processed dir; CLI tests run ``python -m mte.evaluate`` as a user would and are marked slow.
 """
 
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from helpers import REPO, rank_and_ap, run_module
 
-from mte.evaluation import (
+from mte.eval.evaluation import (
     PROTOCOLS,
     EvalSet,
     EvaluationError,
@@ -193,8 +193,8 @@ def test_one_product_gives_both_directions_exactly(case: str) -> None:
     (massive exact ties); a gallery with several items per label and labels missing on either side; the same
     transposed; and a strong model whose only good items are a handful (sub-pass narrower than a column block).
     """
-    from mte.evaluation import bidirectional_ranks
-    from mte.metrics import retrieval_ranks
+    from mte.eval.evaluation import bidirectional_ranks
+    from mte.eval.metrics import retrieval_ranks
 
     g = torch.Generator().manual_seed(7)
     n_query, n_albums, dim = 5000, 600, 24
@@ -221,8 +221,8 @@ def test_one_product_gives_both_directions_exactly(case: str) -> None:
 
 def test_album_protocol_equals_training_time_metrics() -> None:
     """Same numbers, intervals included, as the callback that computes test metrics during training."""
-    from mte.callbacks import album_embeddings as callback_album_embeddings
-    from mte.callbacks import split_metrics
+    from mte.train.callbacks import album_embeddings as callback_album_embeddings
+    from mte.train.callbacks import split_metrics
 
     s = random_eval_set(3)
     ours = evaluate_embeddings(s, "album", stage="test", bootstrap=200)
@@ -288,7 +288,7 @@ def test_evaluate_config_defaults() -> None:
 def _train(run_dir: Path, raw: Path, processed: Path, *overrides: str) -> dict:
     from hydra import compose, initialize_config_dir
 
-    from mte.training import run
+    from mte.train.run import run
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=[

@@ -131,7 +131,7 @@ def test_standardize_false_feeds_raw_features(processed_dir):
 
 def test_paper_config_reaches_the_datamodule(processed_dir):
     """build_datamodule threads data.standardize from the composed config."""
-    from mte.training import build_datamodule
+    from mte.train.run import build_datamodule
 
     cfg = _compose("experiment=paper/neighborhood", "logger=none")
     model = SimpleNamespace(text_backbone=SimpleNamespace(input_kind="tokens"))
@@ -156,7 +156,7 @@ class _IdentityAudio(torch.nn.Module):
 
 @pytest.mark.parametrize("standardize", [False, True, None])
 def test_inference_follows_the_training_scaling(processed_dir, standardize):
-    from mte.inference import LoadedModel
+    from mte.models.inference import LoadedModel
 
     data = ProcessedData.load(processed_dir)
     loaded = LoadedModel(model=_IdentityAudio(standardize), data=data, checkpoint=Path("unused.ckpt"))

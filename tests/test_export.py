@@ -14,7 +14,7 @@ import torch
 from helpers import run_module
 from test_search import AB_DOCS, make_untrained_checkpoint, train_small_checkpoint
 
-from mte.search_engine import (
+from mte.search.engine import (
     EXPORT_FORMAT,
     Gallery,
     SearchEngine,

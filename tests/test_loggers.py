@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mte.loggers import wandb_mode
+from mte.train.loggers import wandb_mode
 
 
 @pytest.fixture()
@@ -34,7 +34,7 @@ def test_online_with_api_key_and_explicit_mode_wins(no_wandb_env, monkeypatch):
 
 
 def test_logger_writes_under_the_given_dir_and_prints_the_sync_hint(no_wandb_env, tmp_path, capsys):
-    from mte.loggers import finish_loggers, wandb_logger
+    from mte.train.loggers import finish_loggers, wandb_logger
 
     logger = wandb_logger(save_dir=str(tmp_path / "run"), project="mte-test")
     logger.log_metrics({"val/t2a/R@10": 12.5})

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from mte.losses import (
+from mte.models.losses import (
     InfoNCELoss,
     MarginRankingLoss,
     hardest_negatives,
@@ -21,10 +21,10 @@ from mte.losses import (
     sample_negatives,
     sample_positives,
 )
-from mte.reference import literal_published_loss
+from mte.models.reembedding import literal_published_loss
 
 # ----------------------------------------------------------------------------------------------------------------
-# the literal reference (mte.reference): duplicate the raw inputs of every triple and re-embed each copy
+# the literal reference (mte.models.reembedding): duplicate the raw inputs of every triple and re-embed each copy
 # ----------------------------------------------------------------------------------------------------------------
 
 

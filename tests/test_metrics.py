@@ -11,7 +11,7 @@ from helpers import rank_and_ap
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mte.metrics import (
+from mte.eval.metrics import (
     _topk_values,
     average_precision_at_k,
     bootstrap_interval,

@@ -11,8 +11,8 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
+from mte.eval.report import PAPER_TABLE1, build_report, find_runs, parse_overrides
 from mte.report import main
-from mte.reporting import PAPER_TABLE1, build_report, find_runs, parse_overrides
 
 DIRECTIONS = ("t2a", "a2t")
 NAMES = ("R@1", "R@5", "R@10", "mAP@10", "MedR", "MeanR")
@@ -42,7 +42,7 @@ def fake_metrics(base: float) -> dict[str, float]:
 
 
 def write_job(job: Path, overrides: list[str], base: float, tags: list[str] | None = None, choices=None) -> Path:
-    """A finished job dir: metrics.json as mte.training writes it and .hydra/ as Hydra writes it."""
+    """A finished job dir: metrics.json as mte.train.run writes it and .hydra/ as Hydra writes it."""
     hydra_dir = job / ".hydra"
     hydra_dir.mkdir(parents=True)
     OmegaConf.save(OmegaConf.create(overrides), hydra_dir / "overrides.yaml")
@@ -200,7 +200,7 @@ def test_cli(sweep, tmp_path, capsys):
 def test_cli_import_is_light():
     """The entry point must start fast: no Lightning, no matplotlib, no torch until a figure needs them."""
     heavy = "('pytorch_lightning', 'matplotlib', 'torch')"
-    code = f"import sys, mte.report, mte.reporting; print(sorted(m for m in {heavy} if m in sys.modules))"
+    code = f"import sys, mte.report, mte.eval.report; print(sorted(m for m in {heavy} if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"
 

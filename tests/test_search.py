@@ -18,7 +18,7 @@ import pytest
 import torch
 from helpers import REPO, run_module
 
-from mte.search_engine import AlbumHit, ReviewHit, SearchEngine, SearchError, fit_pca_2d, snippet
+from mte.search.engine import AlbumHit, ReviewHit, SearchEngine, SearchError, fit_pca_2d, snippet
 
 AB_DOCS = sorted((Path(__file__).resolve().parent / "data" / "acousticbrainz").glob("*.json"))
 
@@ -32,7 +32,7 @@ def make_untrained_checkpoint(processed: Path, out: Path, seed: int = 0, overrid
     from hydra import compose, initialize_config_dir
 
     from mte.data.processed import ProcessedData
-    from mte.training import build_model
+    from mte.train.run import build_model
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["logger=none", *overrides])
@@ -96,7 +96,7 @@ def test_album_embedding_is_the_normalised_mean_of_its_tracks(engine: SearchEngi
 
 
 def test_review_embeddings_equal_the_models_text_embedding_of_their_tokens(engine: SearchEngine) -> None:
-    from mte.inference import pad_token_ids
+    from mte.models.inference import pad_token_ids
 
     tokens = engine.model.data.reviews["tokens"].to_list()
     idx = engine.gallery.reviews["review_idx"].to_list()[:5]
@@ -282,7 +282,7 @@ def test_cli_values_survive_hydras_override_grammar(value: str) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    from mte.search import quote_free_values
+    from mte.cli import quote_free_values
 
     (arg,) = quote_free_values([f"query={value}"])
     parsed = OverridesParser.create().parse_override(arg).value()

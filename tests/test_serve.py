@@ -23,8 +23,8 @@ from helpers import REPO, run_module
 fastapi = pytest.importorskip("fastapi", reason="the web extra is not installed: pip install 'mte[web]'")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from mte.audio import essentia_available  # noqa: E402
-from mte.search_engine import SearchEngine  # noqa: E402
+from mte.search.engine import SearchEngine  # noqa: E402
+from mte.search.essentia import essentia_available  # noqa: E402
 from mte.web.app import STATIC_DIR, Settings, UploadRejected, create_app, sniff_upload  # noqa: E402
 
 ACOUSTICBRAINZ = sorted((REPO / "tests" / "data" / "acousticbrainz").glob("*.json"))
@@ -40,7 +40,7 @@ def tiny_checkpoint(session_tmp: Path, raw: Path, processed: Path) -> Path:
         return ckpt
     from hydra import compose, initialize_config_dir
 
-    from mte.training import run
+    from mte.train.run import run
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[

@@ -49,7 +49,7 @@ from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from test_serve import free_port, tiny_checkpoint  # noqa: E402
 
-from mte.audio import essentia_available  # noqa: E402
+from mte.search.essentia import essentia_available  # noqa: E402
 
 
 def acousticbrainz_doc() -> Path:

@@ -14,11 +14,11 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from mte.losses import InfoNCELoss, MarginRankingLoss
 from mte.models.audio import build_audio_encoder
 from mte.models.heads import ProjectionHead
+from mte.models.losses import InfoNCELoss, MarginRankingLoss
 from mte.models.text import build_text_backbone
-from mte.optim import LazyAdam
+from mte.train.optim import LazyAdam
 
 Batch = dict[str, Any]
 

@@ -47,7 +47,7 @@ class BagOfWords(nn.Module):
     (batch 128 × 400 tokens, vocab 30k, dim 300: ~17 ms vs ~77 ms). Padding (id 0) is excluded from the mean and
     gets no gradient; an empty review (all padding) yields the zero vector, never NaN.
 
-    ``sparse=True`` gives the table sparse gradients (only the rows a batch used), which mte.optim.LazyAdam turns
+    ``sparse=True`` gives the table sparse gradients (only the rows a batch used), which mte.train.optim.LazyAdam turns
     into row-wise updates; plain torch Adam/AdamW reject sparse gradients, hence off by default.
     """
 

@@ -1,4 +1,4 @@
-"""The search page's server: a FastAPI app over one :class:`~mte.search_engine.SearchEngine`, plus static files.
+"""The search page's server: a FastAPI app over one :class:`~mte.search.engine.SearchEngine`, plus static files.
 
 Endpoints (all JSON; errors are ``{"detail": "<one line>"}`` with a 4xx status)::
 
@@ -34,8 +34,8 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from mte.audio import essentia_available
-from mte.search_engine import SearchEngine, SearchError
+from mte.search.engine import SearchEngine, SearchError
+from mte.search.essentia import essentia_available
 from mte.web.extract import ExtractionError, run_extraction, stop_all
 from mte.web.jobs import JobManager, Progress, QueueFull
 

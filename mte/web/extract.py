@@ -12,7 +12,7 @@ precedes the stage, measured on a real 4:50 mp3 here; within a stage nothing is 
 elapsed time ticking, not a fake percentage).
 
 The child is ``python -m mte.web.extract AUDIO OUT.json``; its stdout carries JSON event lines and Essentia's
-log; the document goes to ``OUT.json``. It describes audio with :func:`mte.audio.extract_descriptor`, the same
+log; the document goes to ``OUT.json``. It describes audio with :func:`mte.search.essentia.extract_descriptor`, the same
 code ``mte.search`` uses, so uploads are searched exactly like files given on the command line.
 """
 
@@ -127,7 +127,7 @@ def stop_all() -> None:
 
 
 def _keep_stage_log() -> None:
-    """Keep Essentia's INFO log on although :mod:`mte.audio` switches it off: its stage lines are our progress."""
+    """Keep Essentia's INFO log on although :mod:`mte.search.essentia` silences it: its stage lines are progress."""
     import essentia
 
     base = type(essentia.log)
@@ -150,7 +150,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m mte.web.extract AUDIO OUT.json", file=sys.stderr)
         return 2
-    from mte.audio import AudioError, extract_descriptor
+    from mte.search.essentia import AudioError, extract_descriptor
 
     audio, out = Path(argv[0]), Path(argv[1])
     start = time.perf_counter()

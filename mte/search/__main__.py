@@ -1,6 +1,6 @@
 """``python -m mte.search ckpt_path=PATH (query="…" | descriptor=DOC.json | audio=SONG.mp3) [k=10]``.
 
-A thin Hydra entry point over :class:`mte.search_engine.SearchEngine`:
+A thin Hydra entry point over :class:`mte.search.engine.SearchEngine`:
 
 * ``query=`` — albums whose audio is closest to the text (rank, artist, title, genre, score, a review snippet);
 * ``descriptor=`` — an AcousticBrainz low-level document → the nearest reviews and the closest-sounding albums;
@@ -14,7 +14,6 @@ stderr and exits with status 2 — no traceback, since these are the user's mist
 from __future__ import annotations
 
 import json
-import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from mte.cli import UserError, user_errors
+from mte.cli import UserError, quote_free_values, user_errors
 
 USAGE = "usage: python -m mte.search ckpt_path=PATH (query=\"words\" | descriptor=DOC.json | audio=SONG.mp3) [k=10]"
 
@@ -42,31 +41,7 @@ def _register_config() -> str:
     return "mte_search"
 
 
-_CONFIG_FILE = Path(__file__).resolve().parent.parent / "conf" / "search.yaml"
-# Values that are free text or file paths: quoted for Hydra by quote_free_values (see there).
-FREE_VALUE_KEYS = ("query", "descriptor", "audio", "ckpt_path", "index_dir", "processed_dir")
-
-
-def quote_free_values(argv: list[str], keys: tuple[str, ...] = FREE_VALUE_KEYS) -> list[str]:
-    r"""Wrap ``key=value`` arguments of free-text/path keys in Hydra quotes, escaped, so any value works.
-
-    Why: Hydra's override grammar rejects or reinterprets ordinary query text and file names — ``rock'n'roll``,
-    ``synth-pop (80s)``, ``R&B: smooth``, ``dark, slow`` (a sweep!), ``epoch=3-step=9.ckpt`` — and a user should
-    not need to know that. Values already in quotes, ``null`` and empty values are left to Hydra as typed.
-    Escaping follows Hydra's rules: ``'`` → ``\'``; backslashes before a quote, ``${`` or the end are doubled;
-    ``${`` → ``\${`` (literal text, never an interpolation).
-    """
-    out = []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        quoted = len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""
-        if sep and key in keys and value not in ("", "null") and not quoted:
-            value = re.sub(r"\\+(?='|$|\$\{)", lambda m: m.group(0) * 2, value)
-            arg = f"{key}='" + value.replace("'", "\\'").replace("${", "\\${") + "'"
-        out.append(arg)
-    return out
-
-
+_CONFIG_FILE = Path(__file__).resolve().parent.parent.parent / "conf" / "search.yaml"
 @hydra.main(config_path=None, config_name=_register_config(), version_base="1.3")
 def main(cfg: DictConfig) -> None:
     with user_errors():  # bad input → "error: …" on stderr, exit status 2
@@ -103,7 +78,7 @@ def _mode(cfg: DictConfig) -> tuple[str, Any]:
         if not value.strip():
             raise UserError('empty query: describe the music in a few words, e.g. query="dreamy synth pop"')
     elif mode == "descriptor":
-        from mte.search_engine import load_document
+        from mte.search.engine import load_document
 
         value = load_document(str(value))[0]  # a broken file fails now, not after loading the model
     elif not Path(str(value)).expanduser().is_file():
@@ -112,7 +87,7 @@ def _mode(cfg: DictConfig) -> tuple[str, Any]:
 
 
 def _search(cfg: DictConfig, mode: str, value: Any, k: int) -> dict[str, Any]:
-    from mte.search_engine import SearchEngine, find_index_dir
+    from mte.search.engine import SearchEngine, find_index_dir
 
     progress = None if cfg.get("quiet") else _progress
     ckpt = Path(str(cfg.ckpt_path)).expanduser()

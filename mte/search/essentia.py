@@ -181,7 +181,7 @@ def _acousticbrainz_compat(doc: dict[str, Any], es: Any) -> None:
         tonal["key_strength"] = temperley.get("strength")
     version = doc.setdefault("metadata", {}).setdefault("version", {})
     if isinstance(version, dict):
-        version["mte_layout"] = "acousticbrainz music 1.0 (rhythm peaks, key) via mte.audio"
+        version["mte_layout"] = "acousticbrainz music 1.0 (rhythm peaks, key) via mte.search.essentia"
 
 
 def _bpm_peaks(rhythm: dict[str, Any], es: Any) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """The published training objective, implemented literally — a yardstick, not something to train with.
 
-``mte.losses.margin_ranking_loss`` embeds every item of a batch once and gathers the K false pairs of each true
+``mte.models.losses.margin_ranking_loss`` embeds every item of a batch once and gathers the K false pairs of each true
 pair by index from the B×B distance matrix. The published code did it the expensive way: for each true pair and
 each of its K false items it built one (anchor, positive, negative) triple by *copying the raw inputs*, and ran
 every copy through its encoder (≈3·K forward passes per true pair and direction). The two are mathematically the
@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from mte.losses import Distance
+from mte.models.losses import Distance
 
 Inputs = Tensor | Mapping[str, Tensor]
 """Raw inputs of one branch: a tensor, or a batch dict whose every value is indexed by row (e.g. tokens, lengths)."""
@@ -49,7 +49,7 @@ def _triples(positive_rows: Tensor, negatives: Tensor) -> tuple[Tensor, Tensor, 
     """(anchor, positive, negative) row indices of every valid slot, in row-major (anchor, slot) order.
 
     A slot is valid when its negative index is ≥ 0 and the anchor has a positive (≥ 0) — the same slots
-    ``mte.losses.margin_ranking_loss`` averages over.
+    ``mte.models.losses.margin_ranking_loss`` averages over.
     """
     anchors = torch.arange(negatives.shape[0], device=negatives.device)[:, None].expand_as(negatives)
     positives = positive_rows[:, None].expand_as(negatives)
@@ -75,7 +75,7 @@ def literal_published_loss(
 ) -> Tensor:
     """The published loss: duplicate the raw inputs of every triple, re-embed each copy, average the hinges.
 
-    Takes the same index arguments as :func:`mte.losses.margin_ranking_loss` (−1 = ignored slot) and returns its
+    Takes the same index arguments as :func:`mte.models.losses.margin_ranking_loss` (−1 = ignored slot) and returns its
     ``"loss"``: ``Σ_d λ_d · mean over the triples of direction d of max(0, margin + d(a, p) − d(a, n))``, where
     the directions are text→audio (λ1), audio→text (λ2), text↔text (λ3) and audio↔audio (λ4); the intra-modal
     positive of row i is row ``positives[i]``. ``album`` is accepted for signature parity only: the indices

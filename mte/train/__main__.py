@@ -16,10 +16,10 @@ from omegaconf import DictConfig
 from mte.cli import user_errors
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Run training; return ``optimized_metric`` so Optuna and multirun sweeps can optimise it."""
-    from mte.training import run
+    from mte.train.run import run
 
     with user_errors():
         metrics = run(cfg)

@@ -104,10 +104,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from mte.baselines import BASELINES, run_baseline
     from mte.data.prepare import prepare_from_config
     from mte.data.processed import ProcessedData
-    from mte.loggers import build_loggers, finish_loggers
+    from mte.train.baselines import BASELINES, run_baseline
+    from mte.train.loggers import build_loggers, finish_loggers
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     data = ProcessedData.load(prepare_from_config(cfg.data))

@@ -16,7 +16,7 @@ identical embedding — the text branch's bias — and say nothing about the mod
 
 Protocols (exact definitions; R@K and mAP@10 in %, ranks 1-based)
 -----------------------------------------------------------------
-``album`` (default; the protocol of the training-time metrics, :func:`mte.callbacks.split_metrics`)
+``album`` (default; the protocol of the training-time metrics, :func:`mte.train.callbacks.split_metrics`)
     An album's audio embedding is the L2-normalised mean of its tracks' embeddings; the gallery holds one row per
     album of the set. ``t2a``: each review queries the albums; a hit at K when the review's album is among the top
     K. ``a2t``: each album queries the reviews; a hit at K when one of its reviews is among the top K; AP@10 counts
@@ -34,7 +34,7 @@ Protocols (exact definitions; R@K and mAP@10 in %, ranks 1-based)
     ``t2a``: each review row queries the audio rows; ``a2t``: each audio row queries the review rows.
 
 In every protocol and direction: the score is the dot product of unit vectors; **ties are pessimistic** (among
-equal scores the irrelevant items come first, see :mod:`mte.metrics`); ``R@K`` is the share of queries whose
+equal scores the irrelevant items come first, see :mod:`mte.eval.metrics`); ``R@K`` is the share of queries whose
 first relevant item ranks ≤ K; ``mAP@10`` is the mean over queries of ``(1 / min(R, 10)) Σ_{i ≤ 10} P(i) rel(i)``
 with R relevant items; ``MedR`` / ``MeanR`` are the median / mean rank of the first relevant item. Each metric
 gets a 95% percentile bootstrap interval over queries (``bootstrap`` resamples, shared by all metrics of a
@@ -45,7 +45,7 @@ without a relevant item — none in a normal split) and ``n_gallery`` the galler
 Same numbers as training
 ------------------------
 Reviews and tracks are embedded in training's evaluation order and batches (1024, stored token ids), and the
-album protocol runs the same ranking code with the same bootstrap seed as :class:`mte.callbacks.RetrievalMetrics`,
+album protocol runs the same ranking code with the same bootstrap seed as :class:`mte.train.callbacks.RetrievalMetrics`,
 so evaluating a checkpoint on its own test split reproduces its ``metrics.json`` test numbers exactly (a test
 checks it; frozen-HF text is recomputed rather than read from the training feature cache, so there equal up to
 float rounding). One difference by design: training also scores reviews with no tokens left after stop-word
@@ -53,7 +53,7 @@ removal; they are not queries here (none in the synthetic data).
 
 Speed and memory
 ----------------
-Scores are never held as a ``Q×G`` matrix (chunks of ≤ 16 Mi scores, see :mod:`mte.metrics`). Every protocol's
+Scores are never held as a ``Q×G`` matrix (chunks of ≤ 16 Mi scores, see :mod:`mte.eval.metrics`). Every protocol's
 a2t task is its t2a task transposed, so above :data:`FUSED_MIN_SCORES` both directions come from one chunked
 product (:func:`bidirectional_ranks`, exact, checked against two separate passes); at MARD scale (85k reviews ×
 8.7k albums) that is ~40% less work than ranking each direction on its own.
@@ -77,7 +77,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mte.cli import UserError
-from mte.metrics import (
+from mte.eval.metrics import (
     MAX_CHUNK_ELEMENTS,
     _average_precision,
     _check_inputs,
@@ -90,7 +90,7 @@ if TYPE_CHECKING:
     import polars as pl
 
     from mte.data.processed import ProcessedData
-    from mte.inference import LoadedModel
+    from mte.models.inference import LoadedModel
 
 PROTOCOLS = ("album", "track", "seed")
 DIRECTIONS = ("t2a", "a2t")
@@ -100,7 +100,7 @@ MAP_K = 10
 COLUMNS = ("R@1", "R@5", "R@10", "mAP@10", "MedR", "MeanR")
 FUSED_MIN_SCORES = 1 << 22
 """Score matrices at least this big rank both directions from one product (:func:`bidirectional_ranks`);
-smaller ones run :func:`mte.metrics.retrieval_ranks` per direction — literally the training-time code path."""
+smaller ones run :func:`mte.eval.metrics.retrieval_ranks` per direction — literally the training-time code path."""
 MIN_COLUMN_BLOCK = 64
 """Column blocks of the score product are at least this wide: MKL then computes every element with the same
 kernel as the full product (narrower ones take a GEMV-like path with another rounding). Checked, not assumed."""
@@ -151,7 +151,7 @@ class RetrievalTask:
 def album_embeddings(track_emb: Tensor, track_album: Tensor) -> tuple[Tensor, Tensor]:
     """One row per album: the L2-normalised mean of its tracks' embeddings, and the sorted album ids.
 
-    The same operations as :func:`mte.callbacks.album_embeddings` (kept here so evaluation does not import
+    The same operations as :func:`mte.train.callbacks.album_embeddings` (kept here so evaluation does not import
     Lightning's callback module), hence bit-identical album vectors and training-time numbers; a test checks it.
     """
     albums, inverse = torch.unique(track_album, return_inverse=True)
@@ -201,7 +201,7 @@ def evaluate_embeddings(
 
     One generator seeded with ``seed`` serves t2a, then a2t — as in training's test stage, so the album protocol
     on a checkpoint's own test split reproduces its ``metrics.json`` to the last digit, intervals included.
-    ``fused`` picks :func:`bidirectional_ranks` (True), two :func:`~mte.metrics.retrieval_ranks` passes (False),
+    ``fused`` picks :func:`bidirectional_ranks` (True), two :func:`~mte.eval.metrics.retrieval_ranks` passes (False),
     or by size (None, see :data:`FUSED_MIN_SCORES`); all give the same ranks (tests check it).
     """
     if len(data.text) == 0 or len(data.audio) == 0:
@@ -254,7 +254,7 @@ def bidirectional_ranks(
     ``Q·Gᵀ`` is most of the cost of a direction; computing it once saves ~40% of the ranking work at MARD scale
     (12.4 → 7.6 CPU-s for 85k × 8.7k, random vectors).
 
-    How, keeping :func:`mte.metrics.retrieval_ranks`' exactness (every comparison on values of one product):
+    How, keeping :func:`mte.eval.metrics.retrieval_ranks`' exactness (every comparison on values of one product):
 
     1. Pre-pass: per query chunk, the relevant scores alone, from a product with the same query rows and a
        column block (≥ :data:`MIN_COLUMN_BLOCK` wide) of the relevant gallery items: a few % of the work. Each
@@ -265,7 +265,7 @@ def bidirectional_ranks(
        gallery column counts the irrelevant scores ≥ its best relevant score (the relevant entries are already
        −inf for t2a), so ``rank = 1 + count`` — ties pessimistic, as everywhere.
     3. AP@k of a2t needs the k best irrelevant scores only for items with rank < k and ≥ 2 relevant queries
-       (see ``mte.metrics._average_precision``): ``retrieval_ranks`` runs a2t for those items only; its ranks
+       (see ``mte.eval.metrics._average_precision``): ``retrieval_ranks`` runs a2t for those items only; its ranks
        must equal the main pass's, else None. (So the saving shrinks as a2t R@10 grows: at R@10 = 55% the fused
        path still costs ~0.8 of two passes.)
 
@@ -363,9 +363,9 @@ def _column_average_precision(
 ) -> Tensor | None:
     """AP@k of every gallery item as a query, given its rank; None when a re-derived rank disagrees.
 
-    As in ``mte.metrics._average_precision``: the first relevant item gives ``1/rank`` when ``rank ≤ k``; only
+    As in ``mte.eval.metrics._average_precision``: the first relevant item gives ``1/rank`` when ``rank ≤ k``; only
     items with ``rank < k`` and ≥ 2 relevant queries can score deeper, and for those (plus padding to a full
-    column block) :func:`~mte.metrics.retrieval_ranks` runs the a2t direction itself — the exact two-pass
+    column block) :func:`~mte.eval.metrics.retrieval_ranks` runs the a2t direction itself — the exact two-pass
     computation, on a subset. Its ranks must equal the fused pass's, else None.
     """
     rank_f = rank.to(torch.float64)
@@ -590,7 +590,7 @@ def evaluate(
     ``out_dir`` defaults to :func:`default_out_dir`. Raises :class:`~mte.cli.UserError` subclasses (one line) for
     anything the user can fix.
     """
-    from mte.inference import load_checkpoint
+    from mte.models.inference import load_checkpoint
 
     if protocol not in PROTOCOLS:
         raise EvaluationError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
@@ -636,7 +636,7 @@ def evaluate(
         "elapsed_s": {k: round(v, 3) for k, v in timings.items()},
     }
     if write:
-        from mte.training import write_json_atomic
+        from mte.train.run import write_json_atomic
 
         target.mkdir(parents=True, exist_ok=True)
         write_json_atomic(target / "metrics.json", payload)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only
 
-from mte.metrics import retrieval_metrics
+from mte.eval.metrics import retrieval_metrics
 
 DIRECTIONS = ("t2a", "a2t")
 

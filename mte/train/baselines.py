@@ -1,6 +1,6 @@
 """Baselines that run like any training run: ``python -m mte.train model=random`` and ``model=cca``.
 
-Both go through :func:`mte.training.run` (same data preparation, same held-out splits, same album protocol, same
+Both go through :func:`mte.train.run.run` (same data preparation, same held-out splits, same album protocol, same
 ``metrics.json`` names and printed table), so a report can put them beside trained models without footnotes.
 
 * **Random** (:func:`random_split_metrics`): the *exact expected* metrics of a uniformly random ranking of the
@@ -18,7 +18,7 @@ Both go through :func:`mte.training.run` (same data preparation, same held-out s
   indistinguishable from chance.
 * **CCA** (:class:`CCABaseline`): regularised canonical correlation analysis between a TF-IDF/LSA text vector
   and the standardised descriptor vector, fitted in closed form on the **train** split and evaluated on the
-  held-out split with :func:`mte.callbacks.split_metrics`. The paper's CCA row (2.54/6.90/9.74) was, by its
+  held-out split with :func:`mte.train.callbacks.split_metrics`. The paper's CCA row (2.54/6.90/9.74) was, by its
   own code, evaluated on the data it was fitted on; ours is not, so it is the honest (lower) variant.
 
 Text features for CCA: bag of words from the stored vocabulary ids (the same tokens the bow model reads, stop
@@ -44,10 +44,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mte.data.processed import ProcessedData
-from mte.metrics import expected_random_rank, expected_random_recall, median
+from mte.eval.metrics import expected_random_rank, expected_random_recall, median
 
 BASELINES = ("random", "cca")
-"""``model.name`` values that :func:`mte.training.run` hands to :func:`run_baseline` instead of training."""
+"""``model.name`` values that :func:`mte.train.run.run` hands to :func:`run_baseline` instead of training."""
 
 DIRECTIONS = ("t2a", "a2t")
 
@@ -62,7 +62,7 @@ class SplitItems:
     """Reviews and tracks of one split, with their album labels (row numbers in ``albums.parquet``).
 
     The labels are the ones :class:`mte.data.datamodule.MardDataModule` gives its evaluation batches, so
-    :func:`mte.callbacks.split_metrics` scores baselines exactly as it scores trained models.
+    :func:`mte.train.callbacks.split_metrics` scores baselines exactly as it scores trained models.
     """
 
     reviews: np.ndarray  # review_idx, ascending
@@ -128,7 +128,7 @@ def random_direction_metrics(
     prefix: str = "test/t2a",
 ) -> dict[str, float]:
     """Exact expected metrics of one direction for a random ranker, under the names of
-    :func:`mte.metrics.retrieval_metrics` (including ``n_queries``/``n_excluded``).
+    :func:`mte.eval.metrics.retrieval_metrics` (including ``n_queries``/``n_excluded``).
 
     Computed once per distinct relevant-count ``r`` and weighted by how many queries have it, so a split with
     85,000 queries costs a handful of exact (rational) evaluations.
@@ -167,7 +167,7 @@ def random_median_rank(
     has probability ``weights[i]``) under a uniformly random ranking.
 
     The smallest ``m`` with ``F(m) ≥ 1/2`` for the mixture CDF ``F``; when ``F(m)`` is exactly 1/2 the median
-    is ``m + 0.5`` (the mean of the two middle values, as :func:`mte.metrics.median` does for an even count).
+    is ``m + 0.5`` (the mean of the two middle values, as :func:`mte.eval.metrics.median` does for an even count).
     """
     cdf = torch.zeros(n_gallery, dtype=torch.float64)
     for r, w in zip(n_relevant, weights, strict=True):
@@ -447,8 +447,8 @@ def album_mean_features(data: ProcessedData, items: SplitItems) -> np.ndarray:
 def cca_split_metrics(
     model: CCABaseline, data: ProcessedData, split: str, stage: str, ks: Sequence[int], map_k: int, bootstrap: int = 0
 ) -> dict[str, float]:
-    """Both directions on ``split`` with the trained runs' evaluator (:func:`mte.callbacks.split_metrics`)."""
-    from mte.callbacks import split_metrics
+    """Both directions on ``split`` with the trained runs' evaluator (:func:`mte.train.callbacks.split_metrics`)."""
+    from mte.train.callbacks import split_metrics
 
     items = split_items(data, split)
     audio = data.standardized_features()[items.tracks]
@@ -507,12 +507,12 @@ def evaluate_baseline(cfg: Any, data: ProcessedData, run_dir: Path) -> tuple[dic
 
 
 def run_baseline(cfg: Any, data: ProcessedData) -> dict[str, float]:
-    """The baseline counterpart of :func:`mte.training.run` after data preparation: same files, same table,
+    """The baseline counterpart of :func:`mte.train.run.run` after data preparation: same files, same table,
     same loggers (so W&B/TensorBoard show baselines beside trained runs)."""
     from omegaconf import OmegaConf
 
-    from mte.loggers import build_loggers, finish_loggers
-    from mte.training import print_summary, write_json_atomic
+    from mte.train.loggers import build_loggers, finish_loggers
+    from mte.train.run import print_summary, write_json_atomic
 
     run_dir = Path(cfg.paths.output_dir)
     loggers = build_loggers(cfg.get("logger"))

@@ -7,7 +7,7 @@ as plain dataclasses (:class:`AlbumHit`, :class:`ReviewHit`) or dicts of lists, 
 The gallery
     * albums = every album with at least one descriptor (all splits, paired or not): its embedding is the
       L2-normalised mean of its tracks' audio embeddings — the ``album`` protocol the retrieval metrics use
-      (:func:`mte.callbacks.album_embeddings`), so search ranks albums exactly as evaluation does;
+      (:func:`mte.train.callbacks.album_embeddings`), so search ranks albums exactly as evaluation does;
     * reviews = every review with text the model can read (non-empty tokens for bow/lstm, a non-blank
       summary/text for transformers), embedded from the same input the model was trained on;
     * tracks = every descriptor file (exported for external use; search itself ranks albums and reviews).
@@ -40,7 +40,7 @@ import torch
 
 from mte.cli import UserError
 from mte.data.descriptors import DescriptorError, extract_features, load_descriptor
-from mte.inference import LoadedModel, load_checkpoint
+from mte.models.inference import LoadedModel, load_checkpoint
 
 __all__ = [
     "DEFAULT_NPROBE",
@@ -193,7 +193,7 @@ def _empty(loaded: LoadedModel) -> torch.Tensor:
 
 def _albums_from_tracks(track_emb: torch.Tensor, track_album: pl.Series) -> tuple[torch.Tensor, list[str]]:
     """Album embeddings (normalised mean of their tracks) in sorted amazon_id order, and those ids."""
-    from mte.callbacks import album_embeddings  # the metrics' own definition; lazy: it imports Lightning
+    from mte.train.callbacks import album_embeddings  # the metrics' own definition; lazy: it imports Lightning
 
     ids, codes = np.unique(track_album.to_numpy().astype(str), return_inverse=True)
     if len(ids) == 0:
@@ -348,7 +348,7 @@ class SearchEngine:
     ) -> SearchEngine:
         """Load a checkpoint and its gallery: embedded now, or read from an export dir (``index_dir``).
 
-        Raises :class:`mte.inference.CheckpointError` for an unusable checkpoint, ProcessedDirError when its
+        Raises :class:`mte.models.inference.CheckpointError` for an unusable checkpoint, ProcessedDirError when its
         processed dir is gone, and :class:`SearchError` when ``index_dir`` is not an export of this checkpoint.
         """
         say = progress or _quiet
@@ -461,7 +461,7 @@ class SearchEngine:
 
         ImportError (one line naming the ``audio`` extra) when Essentia is not installed.
         """
-        from mte.audio import AudioError, extract_descriptor
+        from mte.search.essentia import AudioError, extract_descriptor
 
         try:
             return extract_descriptor(path, progress=progress)

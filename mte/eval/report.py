@@ -509,7 +509,7 @@ def plot_embedding_map(run: Run, out: Path, n_reviews: int = 600, seed: int = 0,
     import numpy as np
     import torch
 
-    from mte.inference import load_checkpoint
+    from mte.models.inference import load_checkpoint
 
     loaded = load_checkpoint(checkpoint)
     data = loaded.data

@@ -1,0 +1,1 @@
+"""Evaluation: protocols, album pooling, ranking, metrics, bootstrap, the results format and reports."""

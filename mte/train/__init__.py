@@ -1,0 +1,1 @@
+"""Training: ``python -m mte.train`` (run orchestration, callbacks, baselines, loggers, optimisers)."""
