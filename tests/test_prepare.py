@@ -13,14 +13,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
 import polars as pl
 import pytest
 
-import mte.data.prepare as prep
-from mte.data.descriptors import FEATURE_SETS, feature_names
+import mte.data.build as build
+import mte.data.cache as cache
+from mte.data.cache import ReplaceRefused
+from mte.data.descriptors import feature_names
 from mte.data.mard import MardLayoutError
 from mte.data.prepare import PrepareConfig, VocabConfig, cache_key, prepare, prepare_from_config
 from mte.data.processed import ProcessedData, ProcessedDirError
@@ -69,8 +72,8 @@ def test_output_files_and_manifest(processed: Path) -> None:
 
 def test_table_schemas(data: ProcessedData) -> None:
     assert data.albums.schema == pl.Schema({
-        "amazon_id": pl.String, "artist": pl.String, "title": pl.String, "genre": pl.String, "year": pl.Int32,
-        "n_reviews": pl.UInt32, "n_tracks": pl.UInt32, "split": pl.String,
+        "amazon_id": pl.String, "artist": pl.String, "artist_mbid": pl.String, "title": pl.String,
+        "genre": pl.String, "year": pl.Int32, "n_reviews": pl.UInt32, "n_tracks": pl.UInt32, "split": pl.String,
     })
     assert data.reviews.schema == pl.Schema({
         "review_idx": pl.UInt32, "amazon_id": pl.String, "reviewer_id": pl.String, "rating": pl.Float32,
@@ -168,7 +171,7 @@ def _bytes(d: Path) -> dict[str, bytes]:
 
 def test_same_seed_gives_byte_identical_outputs(raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     a = prepare(raw, PrepareConfig(workers=1), processed_dir=tmp_path / "a", verbose=False)
-    monkeypatch.setattr(prep, "_POOL_MIN_FILES", 1)  # the second build parses in a 2-process pool
+    monkeypatch.setattr(build, "POOL_MIN_FILES", 1)  # the second build parses in a 2-process pool
     b = prepare(raw, PrepareConfig(workers=2), processed_dir=tmp_path / "b", verbose=False)
     assert _bytes(a) == _bytes(b)
 
@@ -205,15 +208,11 @@ def test_standardisation_uses_train_statistics_only(raw: Path, tmp_path: Path) -
 
 def test_constant_feature_gets_std_one() -> None:
     matrix = np.array([[1.0, 5.0], [3.0, 5.0], [100.0, 5.0]], np.float32)
-    mean, std, n = prep._feature_stats(matrix, np.array([True, True, False]))
+    mean, std, n = build._feature_stats(matrix, np.array([True, True, False]))
     assert n == 2 and mean.tolist() == [2.0, 5.0] and std.tolist() == [1.0, 1.0]
 
 
 # ---------------------------------------------------------------------------------------------- feature sets
-def test_feature_set_names_match_descriptors_module() -> None:
-    assert prep.FEATURE_SETS == FEATURE_SETS
-
-
 @pytest.mark.parametrize("features", ["seed169", "lowlevel_all"])
 def test_other_feature_sets(raw: Path, tmp_path: Path, features: str) -> None:
     out = prepare(raw, PrepareConfig(features=features, workers=1), processed_dir=tmp_path / "p", verbose=False)
@@ -254,7 +253,7 @@ def test_cache_key_depends_on_inputs_config_and_format(monkeypatch: pytest.Monke
     assert k != cache_key("fp", PrepareConfig(split="paper"))
     assert k != cache_key("fp", PrepareConfig(text_fields=("reviewText",)))
     assert k == cache_key("fp", PrepareConfig(workers=5))
-    monkeypatch.setattr(prep, "FORMAT_VERSION", prep.FORMAT_VERSION + 1)
+    monkeypatch.setattr(cache, "FORMAT_VERSION", cache.FORMAT_VERSION + 1)
     assert k != cache_key("fp", cfg)
 
 
@@ -270,6 +269,7 @@ def test_changed_input_file_gives_a_new_dir(raw: Path, tmp_path: Path) -> None:
         ProcessedData.load(first).manifest["counts"]["reviews"] + 1
 
 
+@pytest.mark.slow
 def test_cache_hit_imports_no_heavy_modules(processed: Path, raw: Path) -> None:
     code = (
         "import sys, time; t = time.perf_counter(); from mte.data.prepare import prepare, PrepareConfig; "
@@ -289,10 +289,10 @@ def test_stale_tmp_dirs_are_ignored_and_removed(raw: Path, tmp_path: Path) -> No
     key_dir = prepare(raw, PrepareConfig(workers=1), cache_dir=cache, verbose=False)
     shutil.rmtree(key_dir)
     # a crashed build of the same key (dead pid), complete-looking inside: must not be trusted or renamed
-    stale = key_dir.parent / f"{key_dir.name}.tmp-999999999-abcd"
+    stale = key_dir.parent / f"{key_dir.name}.tmp-999999999-abcd0123"
     shutil.copytree(REPO / "tests" / "data", stale)
     (stale / "manifest.json").write_text("{}")
-    other_stale = key_dir.parent / "0123456789abcdef.old-999999999-ffff"
+    other_stale = key_dir.parent / "0123456789abcdef.old-999999999-ffff0123"
     other_stale.mkdir()
     out = prepare(raw, PrepareConfig(workers=1), cache_dir=cache, verbose=False)
     assert out == key_dir and ProcessedData.load(out).manifest["cache_key"] == key_dir.name
@@ -300,20 +300,36 @@ def test_stale_tmp_dirs_are_ignored_and_removed(raw: Path, tmp_path: Path) -> No
 
 
 def test_dir_without_manifest_is_not_trusted(raw: Path, tmp_path: Path) -> None:
+    """Without its manifest a dir is neither loaded nor replaced: nothing proves prepare wrote it any more."""
     target = tmp_path / "p"
     prepare(raw, PrepareConfig(workers=1), processed_dir=target, verbose=False)
     (target / "manifest.json").unlink()
     with pytest.raises(ProcessedDirError, match=r"no manifest\.json") as info:
         ProcessedData.load(target)
     assert "\n" not in str(info.value)
-    prepare(raw, PrepareConfig(workers=1), processed_dir=target, verbose=False)  # rebuilt, not reused
-    assert ProcessedData.load(target).manifest["counts"]["reviews"] > 0
+    before = _tree(target)
+    with pytest.raises(ReplaceRefused, match="not a processed dir written by mte"):
+        prepare(raw, PrepareConfig(workers=1), processed_dir=target, verbose=False)
+    assert _tree(target) == before
 
 
-def test_manifest_of_another_config_is_not_reused(raw: Path, tmp_path: Path) -> None:
+def _tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes: "nothing touched" means this is unchanged."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_another_config_needs_overwrite(raw: Path, tmp_path: Path) -> None:
+    """An explicit processed dir a model may have trained on is not silently re-prepared with another config."""
     target = tmp_path / "p"
     prepare(raw, PrepareConfig(workers=1), processed_dir=target, verbose=False)
-    prepare(raw, PrepareConfig(features="seed169", workers=1), processed_dir=target, verbose=False)
+    before = _tree(target)
+    with pytest.raises(ReplaceRefused, match=r"another config \(data\.split_seed: 0 → 5\).*data\.overwrite=true") as e:
+        prepare(raw, PrepareConfig(split_seed=5, workers=1), processed_dir=target, verbose=False)
+    assert "\n" not in str(e.value) and _tree(target) == before
+    # the same config is still a cache hit, and force rebuilds it (same key: no overwrite needed)
+    assert prepare(raw, PrepareConfig(workers=1), processed_dir=target, verbose=False) == target
+    prepare(raw, PrepareConfig(workers=1), processed_dir=target, force=True, verbose=False)
+    prepare(raw, PrepareConfig(features="seed169", workers=1), processed_dir=target, overwrite=True, verbose=False)
     assert ProcessedData.load(target).feature_names == feature_names("seed169")
 
 
@@ -321,11 +337,49 @@ def test_refuses_to_replace_a_foreign_dir(raw: Path, tmp_path: Path) -> None:
     target = tmp_path / "mine"
     target.mkdir()
     (target / "thesis.tex").write_text("precious")
-    with pytest.raises(FileExistsError, match="not a processed dir"):
+    with pytest.raises(ReplaceRefused, match="not a processed dir"):
         prepare(raw, PrepareConfig(workers=1), processed_dir=target, verbose=False)
     assert (target / "thesis.tex").read_text() == "precious"
+    # a file, not a dir
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ReplaceRefused, match="not a directory"):
+        prepare(raw, PrepareConfig(workers=1), processed_dir=tmp_path / "afile", verbose=False)
 
 
+@pytest.mark.parametrize("manifest", ["foreign", "mte"])
+def test_a_manifest_alone_does_not_make_a_dir_replaceable(raw: Path, tmp_path: Path, manifest: str) -> None:
+    """Issue 10 item 1: the user's dir holds a manifest.json (their own, or a copied mte one) plus thesis.tex;
+    prepare must refuse, even with overwrite, and touch nothing."""
+    target = tmp_path / "mine"
+    if manifest == "mte":  # a real processed dir the user then put their own file into
+        prepare(raw, PrepareConfig(workers=1), processed_dir=target, verbose=False)
+    else:
+        target.mkdir()
+        (target / "manifest.json").write_text('{"format_version": 1, "name": "my experiment log"}')
+    (target / "thesis.tex").write_text("precious")
+    before = _tree(target)
+    with pytest.raises(ReplaceRefused) as info:
+        prepare(raw, PrepareConfig(split_seed=3, workers=1), processed_dir=target, overwrite=True, verbose=False)
+    assert ("thesis.tex" in str(info.value)) == (manifest == "mte")
+    assert _tree(target) == before
+
+
+@pytest.mark.slow
+def test_cli_refuses_a_users_dir_with_a_manifest(raw: Path, tmp_path: Path) -> None:
+    target = tmp_path / "D"
+    target.mkdir()
+    (target / "manifest.json").write_text("{}")
+    (target / "thesis.tex").write_text("precious")
+    env = {**os.environ, "MTE_CACHE_DIR": str(tmp_path / "cache")}
+    proc = _run(["data=mard", f"data.raw_dir={raw}", f"data.processed_dir={target}", "data.workers=1"], tmp_path, env)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: refusing to replace {target}"), proc.stderr
+    assert sorted(p.name for p in target.iterdir()) == ["manifest.json", "thesis.tex"]
+    assert (target / "thesis.tex").read_text() == "precious" and not list(tmp_path.glob("D.*"))
+
+
+@pytest.mark.slow
 def test_killed_prepare_leaves_nothing_trusted(tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     generate(raw, albums=400, seed=2, tracks_per_album=2, workers=1)
@@ -393,12 +447,15 @@ def test_bad_config_is_rejected_early(raw: Path, tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------- entry points / config
-def test_prepare_from_config_generates_synthetic_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    cfg = {
-        "raw_dir": str(tmp_path / "synthetic" / "mard-40"),
-        "synthetic": {"albums": 40, "seed": 0, "tracks": 1},
+def _data_cfg(tmp_path: Path, raw_dir: Path, **synthetic: Any) -> dict[str, Any]:
+    """A ``data`` group as Hydra composes it from conf/data/synthetic.yaml (40 albums)."""
+    default = tmp_path / "cache" / "synthetic" / "mard-40-s0-t1"
+    return {
+        "raw_dir": str(raw_dir),
+        "synthetic": {"dir": str(default), "generate": False, "albums": 40, "seed": 0, "tracks": 1, **synthetic},
         "cache_dir": str(tmp_path / "cache"),
         "processed_dir": None,
+        "overwrite": False,
         "features": "seed369",
         "split": "album",
         "split_fractions": [0.8, 0.1, 0.1],
@@ -409,6 +466,10 @@ def test_prepare_from_config_generates_synthetic_data(tmp_path: Path, capsys: py
         "batch_size": 128,
         "num_workers": 0,
     }
+
+
+def test_prepare_from_config_generates_synthetic_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = _data_cfg(tmp_path, tmp_path / "cache" / "synthetic" / "mard-40-s0-t1")
     out = prepare_from_config(cfg)
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("prepare: generating synthetic MARD (40 albums")
@@ -420,21 +481,37 @@ def test_prepare_from_config_generates_synthetic_data(tmp_path: Path, capsys: py
         prepare_from_config({**cfg, "raw_dir": None, "synthetic": None})
 
 
+def test_a_raw_dir_typo_is_an_error_not_fake_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Issue 10 item 4: a raw dir that does not exist is never filled with synthetic data unless asked."""
+    typo = tmp_path / "path" / "that" / "does" / "not" / "exist"
+    for cfg in (_data_cfg(tmp_path, typo), {**_data_cfg(tmp_path, typo), "synthetic": None}):
+        with pytest.raises(MardLayoutError, match="does not exist") as info:
+            prepare_from_config(cfg)
+        assert "\n" not in str(info.value) and not (tmp_path / "path").exists()
+    assert "generating" not in capsys.readouterr().out
+    asked = tmp_path / "mine" / "synthetic"
+    out = prepare_from_config(_data_cfg(tmp_path, asked, generate=True))
+    assert (asked / "mard_reviews.json").is_file() and ProcessedData.load(out).manifest["counts"]["albums"] == 40
+
+
 def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "mte.prepare", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_missing_raw_dir_exits_2_with_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "MTE_CACHE_DIR": str(tmp_path / "cache")}
-    for args in (["data=mard", "data.raw_dir=/nonexistent"], ["data=mard"]):
+    for args in (["data=mard", "data.raw_dir=/nonexistent"], ["data=mard"], [f"data.raw_dir={tmp_path / 'typo'}"]):
         proc = _run(args, tmp_path, env)
         assert proc.returncode == 2, proc.stderr
         err = proc.stderr.strip().splitlines()
         assert len(err) == 1 and "https://www.upf.edu/web/mtg/mard" in err[0], proc.stderr
         assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "typo").exists() and not (tmp_path / "cache" / "synthetic").exists()
 
 
+@pytest.mark.slow
 def test_cli_default_synthetic_run_prints_path_last_and_leaves_no_litter(tmp_path: Path) -> None:
     env = {**os.environ, "MTE_CACHE_DIR": str(tmp_path / "cache")}
     cwd = tmp_path / "cwd"
