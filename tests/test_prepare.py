@@ -410,6 +410,80 @@ def test_killed_prepare_leaves_nothing_trusted(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("p.tmp-*"))
 
 
+def _descendants(pid: int) -> dict[int, int]:
+    """{pid: depth} of every live descendant of ``pid`` (children 1, grandchildren 2, …), read from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+    depth: dict[int, int] = {pid: 0}
+    changed = True
+    while changed:
+        changed = False
+        for child, parent in parents.items():
+            if parent in depth and child not in depth:
+                depth[child] = depth[parent] + 1
+                changed = True
+    del depth[pid]
+    return depth
+
+
+def _cpu_ticks(pid: int) -> int:
+    """User + system CPU time of ``pid`` in clock ticks (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker processes through /proc")
+def test_a_killed_parsing_worker_ends_prepare_with_an_error(tmp_path: Path) -> None:
+    """Issue 10: a descriptor-parsing worker that dies (as under the OOM killer) must end prepare with a one-line
+    error, not a hang. 1,500 links to one real descriptor keep the pool busy for long enough; a worker is a
+    grandchild of prepare (prepare → forkserver → worker) and gets SIGKILL once it has parsed for 0.1 s of CPU,
+    so it dies holding files (killed while idle, a multiprocessing.Pool would just replace it: no hang to see)."""
+    real = tmp_path / "real.json"
+    shutil.copyfile(REPO / "tests" / "data" / "acousticbrainz" / "B0007MUR2W_e8afe383-1478-497e-90b1-7885c7f37f6e.json",
+                    real)
+    raw = tmp_path / "raw"
+    (raw / "acousticbrainz_descriptors").mkdir(parents=True)
+    for i in range(1500):
+        os.link(real, raw / "acousticbrainz_descriptors" / f"B{i:09d}_11111111-2222-3333-4444-{i:012d}.json")
+    (raw / "mard_metadata.json").write_bytes(b"")
+    (raw / "mard_reviews.json").write_bytes(b"")
+    target = tmp_path / "p"
+    env = {**os.environ, "MTE_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mte.prepare", "data=mard", f"data.raw_dir={raw}", f"data.processed_dir={target}",
+         "data.workers=2"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        victim = None
+        deadline = time.time() + 120
+        while victim is None and proc.poll() is None and time.time() < deadline:
+            workers = [p for p, d in _descendants(proc.pid).items() if d == 2]
+            victim = next((p for p in workers if _cpu_ticks(p) >= 10), None)
+            time.sleep(0.005)
+        assert victim is not None, "no busy worker process appeared"
+        os.kill(victim, signal.SIGKILL)
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail("prepare hangs after a parsing worker was killed")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 2, f"killed too late? exit {proc.returncode}: {out}{err}"
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: prepare: a descriptor-parsing worker process died"), err
+    assert not target.exists() and not list(tmp_path.glob("p.tmp-*"))
+
+
 # ------------------------------------------------------------------------------------------------ layouts
 def test_augmented_layout(tmp_path: Path) -> None:
     raw = tmp_path / "raw"

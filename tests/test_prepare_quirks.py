@@ -334,3 +334,13 @@ def test_lowlevel_all_fixes_the_schema_at_99_percent(tmp_path: Path, n_lacking: 
     else:
         assert not has_dissonance and len(d.tracks) == 101 and d.manifest["skipped"] == {}
     assert d.feature_names == sorted(d.feature_names)
+    # what the presence rule left out is named in the manifest, with its coverage
+    schema = d.manifest["feature_schema"]
+    assert schema["documents"] == 101 and schema["names"] == len(d.feature_names)
+    left_out = schema["left_out"]
+    dissonance = {n for n in left_out if n.startswith("lowlevel.dissonance.")}
+    if n_lacking == 1:
+        assert not dissonance
+    else:
+        assert dissonance and all(left_out[n] == {"documents": 99, "coverage": 0.9802} for n in dissonance)
+    assert not set(left_out) & set(d.feature_names)
