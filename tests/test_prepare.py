@@ -610,22 +610,3 @@ def test_processed_data_load_errors(tmp_path: Path) -> None:
     with pytest.raises(ProcessedDirError, match=r"no manifest\.json") as info:
         ProcessedData.load(tmp_path / "empty")
     assert "mte.prepare" in str(info.value) and "\n" not in str(info.value)
-
-
-# ---------------------------------------------------------------------------------------------- splits unit
-def test_split_sizes_and_determinism() -> None:
-    from mte.data.splits import album_split, paper_split, split_sizes
-
-    assert split_sizes(10, (0.8, 0.1, 0.1)) == [8, 1, 1]
-    assert split_sizes(2, (0.8, 0.1, 0.1)) == [1, 1, 0]
-    assert split_sizes(3, (0.8, 0.1, 0.1)) == [1, 1, 1]
-    assert split_sizes(0, (0.8, 0.1, 0.1)) == [0, 0, 0]
-    assert split_sizes(7, (1.0, 0.0, 0.0)) == [7, 0, 0]
-    assert sum(split_sizes(8683, (0.8, 0.1, 0.1))) == 8683
-    ids = [f"B{i:09d}" for i in range(100)]
-    a = album_split(ids, (0.8, 0.1, 0.1), seed=3)
-    assert a == album_split(list(reversed(ids)), (0.8, 0.1, 0.1), seed=3)  # input order does not matter
-    assert [len(a[k]) for k in ("train", "val", "test")] == [80, 10, 10]
-    assert a != album_split(ids, (0.8, 0.1, 0.1), seed=4)
-    p = paper_split(ids, seed=0)
-    assert len(p["train"]) == 90 and p["val"] == p["test"] and len(p["val"]) == 10
