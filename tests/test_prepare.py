@@ -25,6 +25,7 @@ import mte.data.cache as cache
 from mte.data.cache import ReplaceRefused
 from mte.data.descriptors import feature_names
 from mte.data.mard import MardLayoutError
+from mte.data.names import SPLITS
 from mte.data.prepare import PrepareConfig, VocabConfig, cache_key, prepare, prepare_from_config
 from mte.data.processed import ProcessedData, ProcessedDirError
 from mte.data.synth import generate
@@ -125,7 +126,7 @@ def test_tokens_respect_vocab(data: ProcessedData) -> None:
 # ------------------------------------------------------------------------------------------------- splits
 def test_splits_never_share_an_album(data: ProcessedData) -> None:
     splits = json.loads((data.root / "splits.json").read_text())
-    train, val, test = (set(splits[k]) for k in ("train", "val", "test"))
+    train, val, test = (set(splits[k]) for k in SPLITS)
     assert not (train & val) and not (train & test) and not (val & test)
     assert all(splits[k] == sorted(splits[k]) for k in splits)
     for table in (data.albums, data.reviews, data.tracks):
@@ -139,7 +140,7 @@ def test_splits_never_share_an_album(data: ProcessedData) -> None:
     assert (data.reviews["paired"] == data.reviews["split"].is_not_null()).all()
     sizes = [len(train), len(val), len(test)]
     assert sizes[0] > sizes[1] > 0 and sizes[2] > 0
-    for name in ("train", "val", "test"):
+    for name in SPLITS:
         rows = data.split_review_indices(name)
         assert rows.tolist() == data.reviews.filter(pl.col("split") == name)["review_idx"].to_list()
         assert data.split_track_indices(name).tolist() == \
