@@ -121,6 +121,7 @@ def build(
     if schema is not None:
         manifest["feature_schema"] = schema
     manifest["files"] = [*listed_files(out), MANIFEST]
+    stages.done("account")
     manifest["stage_s"] = stages.seconds
     if ref is not None:
         manifest["reference"] = ref.record()

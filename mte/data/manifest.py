@@ -8,7 +8,6 @@ the lowlevel_all schema's left-out statistics, and per split how many reviews na
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -123,28 +122,31 @@ def mention_counts(
     """Per split: reviews, and how many name their album's artist, its title, either (case-insensitive whole-word
     match in the configured text fields). Why: a review that names its album can be matched by the name alone, so
     these say how much of a split's score could come from names rather than music (compare album vs artist split).
+
+    Whole words without a regex per row: text and names are lower-cased, every run of non-word characters becomes
+    one space, and the padded name is looked up as a literal in the padded text (so "AC/DC" also matches "ac-dc").
     """
     import polars as pl
 
-    def pattern(name: str | None) -> str | None:
-        return rf"(?i)(?:^|\W){re.escape(name.strip())}(?:\W|$)" if name and name.strip() else None
+    def words(expr: pl.Expr) -> pl.Expr:
+        return pl.concat_str(pl.lit(" "), expr.str.to_lowercase().str.replace_all(r"[\W_]+", " "), pl.lit(" "))
 
-    names = albums.select(
-        "amazon_id",
-        pl.col("artist").map_elements(pattern, return_dtype=pl.String).alias("artist_re"),
-        pl.col("title").map_elements(pattern, return_dtype=pl.String).alias("title_re"),
-    )
+    def padded_name(column: str) -> pl.Expr:
+        name = words(pl.col(column)).str.replace_all(r"\s+", " ")
+        return pl.when(name.str.strip_chars().str.len_chars() > 0).then(name).otherwise(None).alias(column)
+
+    names = albums.select("amazon_id", padded_name("artist"), padded_name("title"))
     columns = [TEXT_FIELDS[f] for f in config.text_fields]
     out: dict[str, dict[str, int]] = {}
     for split in SPLITS:
         ids = pl.Series(splits.get(split, []), dtype=pl.String)
         rows = (
             reviews.filter(pl.col("amazon_id").is_in(ids.implode()))
-            .select("amazon_id", pl.concat_str([pl.col(c) for c in columns], separator="\n").alias("t"))
+            .select("amazon_id", words(pl.concat_str([pl.col(c) for c in columns], separator="\n")).alias("t"))
             .join(names, on="amazon_id", how="left")
             .select(
-                pl.col("t").str.contains(pl.col("artist_re")).fill_null(False).alias("artist"),
-                pl.col("t").str.contains(pl.col("title_re")).fill_null(False).alias("title"),
+                pl.col("t").str.contains(pl.col("artist"), literal=True).fill_null(False).alias("artist"),
+                pl.col("t").str.contains(pl.col("title"), literal=True).fill_null(False).alias("title"),
             )
         )
         out[split] = {
