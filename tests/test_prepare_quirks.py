@@ -288,6 +288,7 @@ def test_synthetic_text_quirks_match_ground_truth(synthetic: tuple[dict, dict]) 
     assert m["skipped_by_source"][REVIEWS] == {"duplicate_review": len(duplicates)}
     assert _manifest_items(m, "duplicate_review") == duplicates
     assert m["counts"]["reviews_summary_only"] == len(empty - duplicates) > 0
+    assert m["nulled_by_source"] == {}  # the generator writes no unparseable field: nothing may be nulled
     assert m["repaired_by_source"][REVIEWS] == {"html_entities": q["html_entities"], "not_utf8": q["non_utf8_review"]}
     c = m["counts"]
     assert c["review_lines"] == truth["counts"]["reviews"]
