@@ -2,7 +2,8 @@
 
 A thin Hydra entry point: it composes ``conf/prepare.yaml`` and calls :func:`mte.data.prepare.prepare_from_config`.
 The last printed line is the processed dir's path, so scripts can do ``dir=$(python -m mte.prepare | tail -1)``.
-A missing or incomplete raw dir prints one line (layout + download page) on stderr and exits with status 2.
+A missing or incomplete raw dir, a dir prepare may not replace, a bad setting or a dead parsing worker prints one
+line on stderr and exits with status 2.
 """
 
 from __future__ import annotations

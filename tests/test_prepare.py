@@ -13,15 +13,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
 import polars as pl
 import pytest
 
-import mte.data.prepare as prep
-from mte.data.descriptors import FEATURE_SETS, feature_names
+import mte.data.build as build
+import mte.data.cache as cache
+from mte.data.cache import ReplaceRefused
+from mte.data.descriptors import feature_names
 from mte.data.mard import MardLayoutError
+from mte.data.names import SPLITS
 from mte.data.prepare import PrepareConfig, VocabConfig, cache_key, prepare, prepare_from_config
 from mte.data.processed import ProcessedData, ProcessedDirError
 from mte.data.synth import generate
@@ -69,8 +73,8 @@ def test_output_files_and_manifest(processed: Path) -> None:
 
 def test_table_schemas(data: ProcessedData) -> None:
     assert data.albums.schema == pl.Schema({
-        "amazon_id": pl.String, "artist": pl.String, "title": pl.String, "genre": pl.String, "year": pl.Int32,
-        "n_reviews": pl.UInt32, "n_tracks": pl.UInt32, "split": pl.String,
+        "amazon_id": pl.String, "artist": pl.String, "artist_mbid": pl.String, "title": pl.String,
+        "genre": pl.String, "year": pl.Int32, "n_reviews": pl.UInt32, "n_tracks": pl.UInt32, "split": pl.String,
     })
     assert data.reviews.schema == pl.Schema({
         "review_idx": pl.UInt32, "amazon_id": pl.String, "reviewer_id": pl.String, "rating": pl.Float32,
@@ -122,7 +126,7 @@ def test_tokens_respect_vocab(data: ProcessedData) -> None:
 # ------------------------------------------------------------------------------------------------- splits
 def test_splits_never_share_an_album(data: ProcessedData) -> None:
     splits = json.loads((data.root / "splits.json").read_text())
-    train, val, test = (set(splits[k]) for k in ("train", "val", "test"))
+    train, val, test = (set(splits[k]) for k in SPLITS)
     assert not (train & val) and not (train & test) and not (val & test)
     assert all(splits[k] == sorted(splits[k]) for k in splits)
     for table in (data.albums, data.reviews, data.tracks):
@@ -136,7 +140,7 @@ def test_splits_never_share_an_album(data: ProcessedData) -> None:
     assert (data.reviews["paired"] == data.reviews["split"].is_not_null()).all()
     sizes = [len(train), len(val), len(test)]
     assert sizes[0] > sizes[1] > 0 and sizes[2] > 0
-    for name in ("train", "val", "test"):
+    for name in SPLITS:
         rows = data.split_review_indices(name)
         assert rows.tolist() == data.reviews.filter(pl.col("split") == name)["review_idx"].to_list()
         assert data.split_track_indices(name).tolist() == \
@@ -168,7 +172,7 @@ def _bytes(d: Path) -> dict[str, bytes]:
 
 def test_same_seed_gives_byte_identical_outputs(raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     a = prepare(raw, PrepareConfig(workers=1), processed_dir=tmp_path / "a", verbose=False)
-    monkeypatch.setattr(prep, "_POOL_MIN_FILES", 1)  # the second build parses in a 2-process pool
+    monkeypatch.setattr(build, "POOL_MIN_FILES", 1)  # the second build parses in a 2-process pool
     b = prepare(raw, PrepareConfig(workers=2), processed_dir=tmp_path / "b", verbose=False)
     assert _bytes(a) == _bytes(b)
 
@@ -205,15 +209,11 @@ def test_standardisation_uses_train_statistics_only(raw: Path, tmp_path: Path) -
 
 def test_constant_feature_gets_std_one() -> None:
     matrix = np.array([[1.0, 5.0], [3.0, 5.0], [100.0, 5.0]], np.float32)
-    mean, std, n = prep._feature_stats(matrix, np.array([True, True, False]))
+    mean, std, n = build._feature_stats(matrix, np.array([True, True, False]))
     assert n == 2 and mean.tolist() == [2.0, 5.0] and std.tolist() == [1.0, 1.0]
 
 
 # ---------------------------------------------------------------------------------------------- feature sets
-def test_feature_set_names_match_descriptors_module() -> None:
-    assert prep.FEATURE_SETS == FEATURE_SETS
-
-
 @pytest.mark.parametrize("features", ["seed169", "lowlevel_all"])
 def test_other_feature_sets(raw: Path, tmp_path: Path, features: str) -> None:
     out = prepare(raw, PrepareConfig(features=features, workers=1), processed_dir=tmp_path / "p", verbose=False)
@@ -254,7 +254,7 @@ def test_cache_key_depends_on_inputs_config_and_format(monkeypatch: pytest.Monke
     assert k != cache_key("fp", PrepareConfig(split="paper"))
     assert k != cache_key("fp", PrepareConfig(text_fields=("reviewText",)))
     assert k == cache_key("fp", PrepareConfig(workers=5))
-    monkeypatch.setattr(prep, "FORMAT_VERSION", prep.FORMAT_VERSION + 1)
+    monkeypatch.setattr(cache, "FORMAT_VERSION", cache.FORMAT_VERSION + 1)
     assert k != cache_key("fp", cfg)
 
 
@@ -270,6 +270,7 @@ def test_changed_input_file_gives_a_new_dir(raw: Path, tmp_path: Path) -> None:
         ProcessedData.load(first).manifest["counts"]["reviews"] + 1
 
 
+@pytest.mark.slow
 def test_cache_hit_imports_no_heavy_modules(processed: Path, raw: Path) -> None:
     code = (
         "import sys, time; t = time.perf_counter(); from mte.data.prepare import prepare, PrepareConfig; "
@@ -289,10 +290,10 @@ def test_stale_tmp_dirs_are_ignored_and_removed(raw: Path, tmp_path: Path) -> No
     key_dir = prepare(raw, PrepareConfig(workers=1), cache_dir=cache, verbose=False)
     shutil.rmtree(key_dir)
     # a crashed build of the same key (dead pid), complete-looking inside: must not be trusted or renamed
-    stale = key_dir.parent / f"{key_dir.name}.tmp-999999999-abcd"
+    stale = key_dir.parent / f"{key_dir.name}.tmp-999999999-abcd0123"
     shutil.copytree(REPO / "tests" / "data", stale)
     (stale / "manifest.json").write_text("{}")
-    other_stale = key_dir.parent / "0123456789abcdef.old-999999999-ffff"
+    other_stale = key_dir.parent / "0123456789abcdef.old-999999999-ffff0123"
     other_stale.mkdir()
     out = prepare(raw, PrepareConfig(workers=1), cache_dir=cache, verbose=False)
     assert out == key_dir and ProcessedData.load(out).manifest["cache_key"] == key_dir.name
@@ -300,20 +301,36 @@ def test_stale_tmp_dirs_are_ignored_and_removed(raw: Path, tmp_path: Path) -> No
 
 
 def test_dir_without_manifest_is_not_trusted(raw: Path, tmp_path: Path) -> None:
+    """Without its manifest a dir is neither loaded nor replaced: nothing proves prepare wrote it any more."""
     target = tmp_path / "p"
     prepare(raw, PrepareConfig(workers=1), processed_dir=target, verbose=False)
     (target / "manifest.json").unlink()
     with pytest.raises(ProcessedDirError, match=r"no manifest\.json") as info:
         ProcessedData.load(target)
     assert "\n" not in str(info.value)
-    prepare(raw, PrepareConfig(workers=1), processed_dir=target, verbose=False)  # rebuilt, not reused
-    assert ProcessedData.load(target).manifest["counts"]["reviews"] > 0
+    before = _tree(target)
+    with pytest.raises(ReplaceRefused, match="not a processed dir written by mte"):
+        prepare(raw, PrepareConfig(workers=1), processed_dir=target, verbose=False)
+    assert _tree(target) == before
 
 
-def test_manifest_of_another_config_is_not_reused(raw: Path, tmp_path: Path) -> None:
+def _tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes: "nothing touched" means this is unchanged."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_another_config_needs_overwrite(raw: Path, tmp_path: Path) -> None:
+    """An explicit processed dir a model may have trained on is not silently re-prepared with another config."""
     target = tmp_path / "p"
     prepare(raw, PrepareConfig(workers=1), processed_dir=target, verbose=False)
-    prepare(raw, PrepareConfig(features="seed169", workers=1), processed_dir=target, verbose=False)
+    before = _tree(target)
+    with pytest.raises(ReplaceRefused, match=r"another config \(data\.split_seed: 0 → 5\).*data\.overwrite=true") as e:
+        prepare(raw, PrepareConfig(split_seed=5, workers=1), processed_dir=target, verbose=False)
+    assert "\n" not in str(e.value) and _tree(target) == before
+    # the same config is still a cache hit, and force rebuilds it (same key: no overwrite needed)
+    assert prepare(raw, PrepareConfig(workers=1), processed_dir=target, verbose=False) == target
+    prepare(raw, PrepareConfig(workers=1), processed_dir=target, force=True, verbose=False)
+    prepare(raw, PrepareConfig(features="seed169", workers=1), processed_dir=target, overwrite=True, verbose=False)
     assert ProcessedData.load(target).feature_names == feature_names("seed169")
 
 
@@ -321,11 +338,49 @@ def test_refuses_to_replace_a_foreign_dir(raw: Path, tmp_path: Path) -> None:
     target = tmp_path / "mine"
     target.mkdir()
     (target / "thesis.tex").write_text("precious")
-    with pytest.raises(FileExistsError, match="not a processed dir"):
+    with pytest.raises(ReplaceRefused, match="not a processed dir"):
         prepare(raw, PrepareConfig(workers=1), processed_dir=target, verbose=False)
     assert (target / "thesis.tex").read_text() == "precious"
+    # a file, not a dir
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ReplaceRefused, match="not a directory"):
+        prepare(raw, PrepareConfig(workers=1), processed_dir=tmp_path / "afile", verbose=False)
 
 
+@pytest.mark.parametrize("manifest", ["foreign", "mte"])
+def test_a_manifest_alone_does_not_make_a_dir_replaceable(raw: Path, tmp_path: Path, manifest: str) -> None:
+    """Issue 10 item 1: the user's dir holds a manifest.json (their own, or a copied mte one) plus thesis.tex;
+    prepare must refuse, even with overwrite, and touch nothing."""
+    target = tmp_path / "mine"
+    if manifest == "mte":  # a real processed dir the user then put their own file into
+        prepare(raw, PrepareConfig(workers=1), processed_dir=target, verbose=False)
+    else:
+        target.mkdir()
+        (target / "manifest.json").write_text('{"format_version": 1, "name": "my experiment log"}')
+    (target / "thesis.tex").write_text("precious")
+    before = _tree(target)
+    with pytest.raises(ReplaceRefused) as info:
+        prepare(raw, PrepareConfig(split_seed=3, workers=1), processed_dir=target, overwrite=True, verbose=False)
+    assert ("thesis.tex" in str(info.value)) == (manifest == "mte")
+    assert _tree(target) == before
+
+
+@pytest.mark.slow
+def test_cli_refuses_a_users_dir_with_a_manifest(raw: Path, tmp_path: Path) -> None:
+    target = tmp_path / "D"
+    target.mkdir()
+    (target / "manifest.json").write_text("{}")
+    (target / "thesis.tex").write_text("precious")
+    env = {**os.environ, "MTE_CACHE_DIR": str(tmp_path / "cache")}
+    proc = _run(["data=mard", f"data.raw_dir={raw}", f"data.processed_dir={target}", "data.workers=1"], tmp_path, env)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: refusing to replace {target}"), proc.stderr
+    assert sorted(p.name for p in target.iterdir()) == ["manifest.json", "thesis.tex"]
+    assert (target / "thesis.tex").read_text() == "precious" and not list(tmp_path.glob("D.*"))
+
+
+@pytest.mark.slow
 def test_killed_prepare_leaves_nothing_trusted(tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     generate(raw, albums=400, seed=2, tracks_per_album=2, workers=1)
@@ -354,6 +409,80 @@ def test_killed_prepare_leaves_nothing_trusted(tmp_path: Path) -> None:
     out = prepare(raw, PrepareConfig(workers=1), processed_dir=target, verbose=False)
     assert ProcessedData.load(out).manifest["counts"]["tracks"] > 0
     assert not list(tmp_path.glob("p.tmp-*"))
+
+
+def _descendants(pid: int) -> dict[int, int]:
+    """{pid: depth} of every live descendant of ``pid`` (children 1, grandchildren 2, …), read from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+    depth: dict[int, int] = {pid: 0}
+    changed = True
+    while changed:
+        changed = False
+        for child, parent in parents.items():
+            if parent in depth and child not in depth:
+                depth[child] = depth[parent] + 1
+                changed = True
+    del depth[pid]
+    return depth
+
+
+def _cpu_ticks(pid: int) -> int:
+    """User + system CPU time of ``pid`` in clock ticks (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker processes through /proc")
+def test_a_killed_parsing_worker_ends_prepare_with_an_error(tmp_path: Path) -> None:
+    """Issue 10: a descriptor-parsing worker that dies (as under the OOM killer) must end prepare with a one-line
+    error, not a hang. 1,500 links to one real descriptor keep the pool busy for long enough; a worker is a
+    grandchild of prepare (prepare → forkserver → worker) and gets SIGKILL once it has parsed for 0.1 s of CPU,
+    so it dies holding files (killed while idle, a multiprocessing.Pool would just replace it: no hang to see)."""
+    real = tmp_path / "real.json"
+    shutil.copyfile(REPO / "tests" / "data" / "acousticbrainz" / "B0007MUR2W_e8afe383-1478-497e-90b1-7885c7f37f6e.json",
+                    real)
+    raw = tmp_path / "raw"
+    (raw / "acousticbrainz_descriptors").mkdir(parents=True)
+    for i in range(1500):
+        os.link(real, raw / "acousticbrainz_descriptors" / f"B{i:09d}_11111111-2222-3333-4444-{i:012d}.json")
+    (raw / "mard_metadata.json").write_bytes(b"")
+    (raw / "mard_reviews.json").write_bytes(b"")
+    target = tmp_path / "p"
+    env = {**os.environ, "MTE_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mte.prepare", "data=mard", f"data.raw_dir={raw}", f"data.processed_dir={target}",
+         "data.workers=2"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        victim = None
+        deadline = time.time() + 120
+        while victim is None and proc.poll() is None and time.time() < deadline:
+            workers = [p for p, d in _descendants(proc.pid).items() if d == 2]
+            victim = next((p for p in workers if _cpu_ticks(p) >= 10), None)
+            time.sleep(0.005)
+        assert victim is not None, "no busy worker process appeared"
+        os.kill(victim, signal.SIGKILL)
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail("prepare hangs after a parsing worker was killed")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 2, f"killed too late? exit {proc.returncode}: {out}{err}"
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: prepare: a descriptor-parsing worker process died"), err
+    assert not target.exists() and not list(tmp_path.glob("p.tmp-*"))
 
 
 # ------------------------------------------------------------------------------------------------ layouts
@@ -393,12 +522,15 @@ def test_bad_config_is_rejected_early(raw: Path, tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------- entry points / config
-def test_prepare_from_config_generates_synthetic_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    cfg = {
-        "raw_dir": str(tmp_path / "synthetic" / "mard-40"),
-        "synthetic": {"albums": 40, "seed": 0, "tracks": 1},
+def _data_cfg(tmp_path: Path, raw_dir: Path, **synthetic: Any) -> dict[str, Any]:
+    """A ``data`` group as Hydra composes it from conf/data/synthetic.yaml (40 albums)."""
+    default = tmp_path / "cache" / "synthetic" / "mard-40-s0-t1"
+    return {
+        "raw_dir": str(raw_dir),
+        "synthetic": {"dir": str(default), "generate": False, "albums": 40, "seed": 0, "tracks": 1, **synthetic},
         "cache_dir": str(tmp_path / "cache"),
         "processed_dir": None,
+        "overwrite": False,
         "features": "seed369",
         "split": "album",
         "split_fractions": [0.8, 0.1, 0.1],
@@ -409,6 +541,10 @@ def test_prepare_from_config_generates_synthetic_data(tmp_path: Path, capsys: py
         "batch_size": 128,
         "num_workers": 0,
     }
+
+
+def test_prepare_from_config_generates_synthetic_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = _data_cfg(tmp_path, tmp_path / "cache" / "synthetic" / "mard-40-s0-t1")
     out = prepare_from_config(cfg)
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("prepare: generating synthetic MARD (40 albums")
@@ -420,21 +556,37 @@ def test_prepare_from_config_generates_synthetic_data(tmp_path: Path, capsys: py
         prepare_from_config({**cfg, "raw_dir": None, "synthetic": None})
 
 
+def test_a_raw_dir_typo_is_an_error_not_fake_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Issue 10 item 4: a raw dir that does not exist is never filled with synthetic data unless asked."""
+    typo = tmp_path / "path" / "that" / "does" / "not" / "exist"
+    for cfg in (_data_cfg(tmp_path, typo), {**_data_cfg(tmp_path, typo), "synthetic": None}):
+        with pytest.raises(MardLayoutError, match="does not exist") as info:
+            prepare_from_config(cfg)
+        assert "\n" not in str(info.value) and not (tmp_path / "path").exists()
+    assert "generating" not in capsys.readouterr().out
+    asked = tmp_path / "mine" / "synthetic"
+    out = prepare_from_config(_data_cfg(tmp_path, asked, generate=True))
+    assert (asked / "mard_reviews.json").is_file() and ProcessedData.load(out).manifest["counts"]["albums"] == 40
+
+
 def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "mte.prepare", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_missing_raw_dir_exits_2_with_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "MTE_CACHE_DIR": str(tmp_path / "cache")}
-    for args in (["data=mard", "data.raw_dir=/nonexistent"], ["data=mard"]):
+    for args in (["data=mard", "data.raw_dir=/nonexistent"], ["data=mard"], [f"data.raw_dir={tmp_path / 'typo'}"]):
         proc = _run(args, tmp_path, env)
         assert proc.returncode == 2, proc.stderr
         err = proc.stderr.strip().splitlines()
         assert len(err) == 1 and "https://www.upf.edu/web/mtg/mard" in err[0], proc.stderr
         assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "typo").exists() and not (tmp_path / "cache" / "synthetic").exists()
 
 
+@pytest.mark.slow
 def test_cli_default_synthetic_run_prints_path_last_and_leaves_no_litter(tmp_path: Path) -> None:
     env = {**os.environ, "MTE_CACHE_DIR": str(tmp_path / "cache")}
     cwd = tmp_path / "cwd"
@@ -459,22 +611,3 @@ def test_processed_data_load_errors(tmp_path: Path) -> None:
     with pytest.raises(ProcessedDirError, match=r"no manifest\.json") as info:
         ProcessedData.load(tmp_path / "empty")
     assert "mte.prepare" in str(info.value) and "\n" not in str(info.value)
-
-
-# ---------------------------------------------------------------------------------------------- splits unit
-def test_split_sizes_and_determinism() -> None:
-    from mte.data.splits import album_split, paper_split, split_sizes
-
-    assert split_sizes(10, (0.8, 0.1, 0.1)) == [8, 1, 1]
-    assert split_sizes(2, (0.8, 0.1, 0.1)) == [1, 1, 0]
-    assert split_sizes(3, (0.8, 0.1, 0.1)) == [1, 1, 1]
-    assert split_sizes(0, (0.8, 0.1, 0.1)) == [0, 0, 0]
-    assert split_sizes(7, (1.0, 0.0, 0.0)) == [7, 0, 0]
-    assert sum(split_sizes(8683, (0.8, 0.1, 0.1))) == 8683
-    ids = [f"B{i:09d}" for i in range(100)]
-    a = album_split(ids, (0.8, 0.1, 0.1), seed=3)
-    assert a == album_split(list(reversed(ids)), (0.8, 0.1, 0.1), seed=3)  # input order does not matter
-    assert [len(a[k]) for k in ("train", "val", "test")] == [80, 10, 10]
-    assert a != album_split(ids, (0.8, 0.1, 0.1), seed=4)
-    p = paper_split(ids, seed=0)
-    assert len(p["train"]) == 90 and p["val"] == p["test"] and len(p["val"]) == 10

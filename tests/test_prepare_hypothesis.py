@@ -20,7 +20,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mte.data.prepare import FEATURE_SETS, PrepareConfig, prepare
+from mte.data.names import FEATURE_SETS
+from mte.data.prepare import PrepareConfig, prepare
 from mte.data.processed import ProcessedData
 
 REAL = Path(__file__).resolve().parent / "data" / "acousticbrainz"

@@ -78,6 +78,8 @@ def build_quirky_mard(root: Path) -> Path:
         b'"just a string"\n',  # not_an_object (line 7)
         _line({"title": "no id"}),  # missing_amazon_id (line 8)
         b"{'amazon-id': 'B00PYTHON1', 'title': 'Py', 'related': {'also_bought': ['X']}}\n",  # python_literal
+        _line({"amazon-id": "B00NULLED1", "artist": ["A", "B"], "title": "Nulls", "first-release-year": "unknown",
+               "artist-mbid": "not-a-uuid"}),  # nulled: artist, first-release-year, artist-mbid (line 10)
     ]
     (root / META).write_bytes(b"".join(meta))
 
@@ -86,7 +88,7 @@ def build_quirky_mard(root: Path) -> Path:
         _line(_review("B0007MUR2W", "R2", "Classic rock record")),
         _line(_review("B00BNGTBZQ", "R1", "Beautiful score")),
         _line(_review("B00BNGTBZQ", "R1", "Beautiful score")),  # duplicate_review (line 4)
-        _line(_review("B00BNGTBZQ", "R3", "   ", summary="only a summary")),  # empty_review (line 5)
+        _line(_review("B00BNGTBZQ", "R3", "   ", summary="only a summary")),  # kept: summary is a text field
         _line(_review("B00BNGTBZQ", "R4", "Caf@ music")).replace(b"@", b"\xe9"),  # repaired not_utf8
         _line(_review("B00REVONLY", "R1", "No audio for this one")),  # unpaired
         _line(_review("B00REVONLY", "R2", "Still no audio")),  # unpaired
@@ -97,6 +99,8 @@ def build_quirky_mard(root: Path) -> Path:
         b"[1, 2]\n",  # not_an_object (line 13)
         _line({"reviewText": "who am I"}),  # missing_amazon_id (line 14)
         _line(_review("short", "R1", "bad id")),  # bad_amazon_id (line 15)
+        _line(_review("B0007MUR2W", "R6", "   ", summary="")),  # empty_review (line 16)
+        _line({**_review("B0007MUR2W", "R5", "Odd rating"), "overall": 7, "unixReviewTime": "yesterday"}),  # nulled
     ]
     (root / REVIEWS).write_bytes(b"".join(reviews))
     return root
@@ -153,7 +157,9 @@ def test_metadata_quirks(quirky: ProcessedData) -> None:
     assert albums["B00BNGTBZQ"]["artist"] == "Austin Wintory\ufffd" and albums["B00BNGTBZQ"]["genre"] == "Soundtracks"
     assert albums["B00REVONLY"]["title"] == "First"  # first line wins
     assert albums["B00PYTHON1"]["title"] == "Py"
-    assert m["counts"]["metadata_lines"] == 9 and m["counts"]["metadata_albums"] == 5
+    assert albums["B00NULLED1"]["artist"] is None and albums["B00NULLED1"]["year"] is None
+    assert albums["B00NULLED1"]["artist_mbid"] is None and albums["B00NULLED1"]["title"] == "Nulls"
+    assert m["counts"]["metadata_lines"] == 10 and m["counts"]["metadata_albums"] == 6
 
 
 def test_review_quirks(quirky: ProcessedData) -> None:
@@ -164,22 +170,50 @@ def test_review_quirks(quirky: ProcessedData) -> None:
     }
     assert m["repaired_by_source"][REVIEWS] == {"html_entities": 1, "html_tags": 1, "not_utf8": 1}
     items = _items(m)
-    for line, reason in ((4, "duplicate_review"), (5, "empty_review"), (11, "broken_json"), (12, "blank_line"),
+    for line, reason in ((4, "duplicate_review"), (16, "empty_review"), (11, "broken_json"), (12, "blank_line"),
                          (13, "not_an_object"), (14, "missing_amazon_id"), (15, "bad_amazon_id")):
         assert (REVIEWS, line, reason) in items
     texts = set(quirky.reviews["text"])
     assert "Great & glam. Love it" in texts and "Caf\ufffd music" in texts
     c = m["counts"]
-    assert c["review_lines"] == 15 and c["reviews"] == 8
+    assert c["review_lines"] == 17 and c["reviews"] == 10
     assert c["reviews"] + sum(m["skipped_by_source"][REVIEWS].values()) == c["review_lines"]
-    assert c["reviews_paired"] == 4 and c["reviews_unpaired"] == 4 and c["reviews_without_metadata"] == 1
+    assert c["reviews_paired"] == 6 and c["reviews_unpaired"] == 4 and c["reviews_without_metadata"] == 1
+
+
+def test_summary_only_review_is_kept_when_summary_is_read(quirky: ProcessedData, tmp_path: Path) -> None:
+    """Line 5 has no text but a summary: kept (and tokenised) with the default text fields, skipped as
+    empty_review when the model reads reviewText only."""
+    row = quirky.reviews.filter(pl.col("summary") == "only a summary").row(0, named=True)
+    assert row["text"] == "" and row["paired"] and len(row["tokens"]) == 1  # "only", "a" are stop words
+    assert quirky.manifest["counts"]["reviews_summary_only"] == 1
+    out = prepare(build_quirky_mard(tmp_path / "raw"), PrepareConfig(text_fields=("reviewText",), workers=1),
+                  processed_dir=tmp_path / "p", verbose=False)
+    m = ProcessedData.load(out).manifest
+    assert m["skipped_by_source"][REVIEWS]["empty_review"] == 2
+    assert (REVIEWS, 5, "empty_review") in _items(m) and m["counts"]["reviews"] == 9
+
+
+def test_unparseable_fields_are_nulled_with_a_record(quirky: ProcessedData) -> None:
+    """Nothing dropped without a record: a present value that cannot be parsed becomes null and is counted."""
+    m = quirky.manifest
+    assert m["nulled_by_source"] == {
+        META: {"artist": 1, "artist-mbid": 1, "first-release-year": 1},
+        REVIEWS: {"overall": 1, "unixReviewTime": 1},
+    }
+    examples = {(i["source"], i["line"], i["field"]): i["value"] for i in m["nulled_items"]}
+    assert examples[(META, 10, "first-release-year")] == "'unknown'"
+    assert examples[(META, 10, "artist")] == "['A', 'B']"
+    assert examples[(REVIEWS, 17, "overall")] == "7"
+    row = quirky.reviews.filter(pl.col("reviewer_id") == "R5").row(0, named=True)
+    assert row["rating"] is None and row["unix_time"] is None and row["text"] == "Odd rating"
 
 
 def test_unpaired_albums_kept_without_split(quirky: ProcessedData) -> None:
     albums = {r["amazon_id"]: r for r in quirky.albums.iter_rows(named=True)}
     # every id from metadata, reviews or valid descriptors; nulls where the metadata is missing
     assert set(albums) == {"B0007MUR2W", "B00BNGTBZQ", "B00000BRKN", "B00REVONLY", "B000VIOLIN", "B0000GHOST",
-                           "B00PYTHON1"}
+                           "B00PYTHON1", "B00NULLED1"}
     violin, ghost = albums["B000VIOLIN"], albums["B0000GHOST"]
     assert violin["artist"] is None and violin["n_tracks"] == 1 and violin["n_reviews"] == 0
     assert ghost["title"] is None and ghost["n_reviews"] == 1 and ghost["n_tracks"] == 0
@@ -198,11 +232,12 @@ def test_unpaired_albums_kept_without_split(quirky: ProcessedData) -> None:
 def test_summary_line_names_every_reason(quirky: ProcessedData, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     prepare(build_quirky_mard(tmp_path / "raw"), PrepareConfig(workers=1), processed_dir=tmp_path / "p")
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line.startswith("prepare: 7 albums · 8 reviews (4 paired) · 3 tracks")
+    assert line.startswith("prepare: 8 albums · 10 reviews (6 paired) · 3 tracks")
     assert "skipped 9 descriptors (bad_filename: 2, broken_json: 1," in line
     assert "skipped 7 review lines (" in line
     assert "repaired review lines (html_entities: 1, html_tags: 1, not_utf8: 1)" in line
     assert "skipped 4 metadata lines (" in line and "repaired metadata lines (" in line and "\n" not in line
+    assert "nulled 5 unparseable field values" in line
 
 
 # ----------------------------------------------------------------------------------- synthetic ground truth
@@ -246,17 +281,18 @@ def test_synthetic_text_quirks_match_ground_truth(synthetic: tuple[dict, dict]) 
     q = truth["quirks"]
     assert m["skipped_by_source"][META] == {"broken_json": q["broken_metadata"]}
     assert _manifest_items(m, "broken_json", {META}) == _truth_items(truth, "broken_metadata")
-    # A copy of an empty review is both a duplicate and empty in the ground truth; prepare skips each line once,
-    # and the emptiness check comes first.
+    # The generator's empty reviews have a summary, which the default text fields read: they are kept. A copy of
+    # one is both a duplicate and empty in the ground truth; prepare skips it as a duplicate.
     empty = _truth_items(truth, "empty_review")
-    duplicates = _truth_items(truth, "duplicate_review") - empty
-    assert m["skipped_by_source"][REVIEWS] == {"duplicate_review": len(duplicates), "empty_review": len(empty)}
+    duplicates = _truth_items(truth, "duplicate_review")
+    assert m["skipped_by_source"][REVIEWS] == {"duplicate_review": len(duplicates)}
     assert _manifest_items(m, "duplicate_review") == duplicates
-    assert _manifest_items(m, "empty_review") == empty
+    assert m["counts"]["reviews_summary_only"] == len(empty - duplicates) > 0
+    assert m["nulled_by_source"] == {}  # the generator writes no unparseable field: nothing may be nulled
     assert m["repaired_by_source"][REVIEWS] == {"html_entities": q["html_entities"], "not_utf8": q["non_utf8_review"]}
     c = m["counts"]
     assert c["review_lines"] == truth["counts"]["reviews"]
-    assert c["reviews"] == c["review_lines"] - len(duplicates) - len(empty)
+    assert c["reviews"] == c["review_lines"] - len(duplicates)
     assert c["albums"] == truth["counts"]["albums"]
     assert c["albums_reviews_only"] >= q["album_without_descriptor"]
     assert c["albums_tracks_only"] >= 1
@@ -299,3 +335,13 @@ def test_lowlevel_all_fixes_the_schema_at_99_percent(tmp_path: Path, n_lacking: 
     else:
         assert not has_dissonance and len(d.tracks) == 101 and d.manifest["skipped"] == {}
     assert d.feature_names == sorted(d.feature_names)
+    # what the presence rule left out is named in the manifest, with its coverage
+    schema = d.manifest["feature_schema"]
+    assert schema["documents"] == 101 and schema["names"] == len(d.feature_names)
+    left_out = schema["left_out"]
+    dissonance = {n for n in left_out if n.startswith("lowlevel.dissonance.")}
+    if n_lacking == 1:
+        assert not dissonance
+    else:
+        assert dissonance and all(left_out[n] == {"documents": 99, "coverage": 0.9802} for n in dissonance)
+    assert not set(left_out) & set(d.feature_names)

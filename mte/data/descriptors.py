@@ -18,6 +18,8 @@ from functools import cache, lru_cache
 import numpy as np
 import orjson
 
+from mte.data.names import FEATURE_SETS
+
 __all__ = [
     "FEATURE_SETS",
     "SEED369_STAT_ORDER",
@@ -29,7 +31,6 @@ __all__ = [
     "parse_track_filename",
 ]
 
-FEATURE_SETS = ("seed169", "seed369", "lowlevel_all")
 
 # The order the published model used for the 9 statistics of spectral_rolloff and zerocrossingrate. It is
 # neither alphabetical nor the document's order, so it is spelled out once here and tested.

@@ -39,7 +39,10 @@ AMAZON_ID_RE = re.compile(r"[A-Z0-9]{10}")
 _TAG_RE = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>")
 _SPACES_RE = re.compile(r"[ \t]{2,}")
 _YEAR_RE = re.compile(r"\s*(\d{4})")
+_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _DETAIL_MAX = 200
+NULLED_EXAMPLES = 10  # listed examples per (source, field) of values that became null
+RATING_RANGE = (1.0, 5.0)  # Amazon's star ratings
 
 
 class MardLayoutError(FileNotFoundError, UserError):
@@ -89,6 +92,8 @@ class Ledger:
     skipped: Counter[tuple[str, str]] = field(default_factory=Counter)
     repaired: Counter[tuple[str, str]] = field(default_factory=Counter)
     items: list[dict[str, Any]] = field(default_factory=list)
+    nulled: Counter[tuple[str, str]] = field(default_factory=Counter)
+    nulled_items: list[dict[str, Any]] = field(default_factory=list)
 
     def skip(self, source: str, line: int | None, reason: str, detail: str = "", group: str | None = None) -> None:
         self.skipped[(group or source, reason)] += 1
@@ -97,6 +102,16 @@ class Ledger:
     def repair(self, group: str, reason: str, n: int = 1) -> None:
         if n:
             self.repaired[(group, reason)] += n
+
+    def null(self, source: str, line: int, key: str, value: Any) -> None:
+        """A field that was present but could not be parsed, so the row keeps null (or '') in its place.
+
+        Counted per (source, key); the first :data:`NULLED_EXAMPLES` of each are listed with their raw value, so the
+        manifest stays small on a dump where one field is broken on every line.
+        """
+        self.nulled[(source, key)] += 1
+        if self.nulled[(source, key)] <= NULLED_EXAMPLES:
+            self.nulled_items.append({"source": source, "line": line, "field": key, "value": _clip(repr(value))})
 
     def n_skipped(self, group: str) -> int:
         return sum(n for (g, _), n in self.skipped.items() if g == group)
@@ -204,6 +219,11 @@ def _amazon_id(obj: dict) -> tuple[str | None, str | None]:
     return value.strip(), None
 
 
+def _present(value: Any) -> bool:
+    """A value that carried something: not absent/null and not a blank string (those lose nothing as null)."""
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
 def _opt_str(value: Any, lenient: bool) -> str | None:
     if isinstance(value, str):
         value = value.strip()
@@ -231,6 +251,7 @@ def _year(value: Any) -> int | None:
 class MetadataColumns:
     amazon_id: list[str] = field(default_factory=list)
     artist: list[str | None] = field(default_factory=list)
+    artist_mbid: list[str | None] = field(default_factory=list)
     title: list[str | None] = field(default_factory=list)
     genre: list[str | None] = field(default_factory=list)
     year: list[int | None] = field(default_factory=list)
@@ -238,11 +259,12 @@ class MetadataColumns:
 
 
 def read_metadata(path: Path, ledger: Ledger) -> MetadataColumns:
-    """mard_metadata.json → one row per album: amazon_id, artist, title, genre ('root-genre'), year.
+    """mard_metadata.json → one row per album: amazon_id, artist, artist_mbid, title, genre ('root-genre'), year.
 
     Skipped (with reason): broken lines, non-objects, a missing/malformed amazon-id, and a repeated amazon-id
     (``duplicate_album``: the first line wins). Repaired: ``not_utf8``, ``python_literal`` and ``html_entities``
-    (in artist/title/genre).
+    (in artist/title/genre). A present value that cannot be parsed (an artist that is a list, a year like
+    'unknown' or 0, an artist-mbid that is not a UUID) becomes null and is counted by :meth:`Ledger.null`.
     """
     source = path.name
     cols = MetadataColumns()
@@ -261,7 +283,10 @@ def read_metadata(path: Path, ledger: Ledger) -> MetadataColumns:
         fields = []
         had_entities = False
         for key in ("artist", "title", "root-genre"):
-            value = _opt_str(obj.get(key), lenient)
+            raw = obj.get(key)
+            value = _opt_str(raw, lenient)
+            if value is None and _present(raw):
+                ledger.null(source, line_no, key, raw)
             if value is not None and "&" in value:
                 value, ent, _ = clean_text(value)
                 had_entities |= ent
@@ -272,9 +297,26 @@ def read_metadata(path: Path, ledger: Ledger) -> MetadataColumns:
         cols.artist.append(fields[0])
         cols.title.append(fields[1])
         cols.genre.append(fields[2])
-        cols.year.append(_year(obj.get("first-release-year")))
+        cols.artist_mbid.append(_parsed(_mbid, obj, "artist-mbid", source, line_no, ledger))
+        cols.year.append(_parsed(_year, obj, "first-release-year", source, line_no, ledger))
     cols.lines = _count_lines(ledger, source, len(cols.amazon_id))
     return cols
+
+
+def _parsed(parse: Any, obj: dict, key: str, source: str, line_no: int, ledger: Ledger) -> Any:
+    """``parse(obj[key])``; a present value that parses to None is recorded in the ledger as nulled."""
+    raw = obj.get(key)
+    value = parse(raw)
+    if value is None and _present(raw):
+        ledger.null(source, line_no, key, raw)
+    return value
+
+
+def _mbid(value: Any) -> str | None:
+    """A MusicBrainz id (UUID), lower-cased; anything else None."""
+    if isinstance(value, str) and _UUID_RE.fullmatch(value.strip()):
+        return value.strip().lower()
+    return None
 
 
 def _count_lines(ledger: Ledger, source: str, kept: int) -> int:
@@ -295,9 +337,11 @@ class ReviewColumns:
 
 
 def _rating(value: Any) -> float | None:
+    """'overall' as a float in 1–5 (Amazon's stars); anything else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value) if math.isfinite(value) else None
+    lo, hi = RATING_RANGE
+    return float(value) if math.isfinite(value) and lo <= value <= hi else None
 
 
 def _unix_time(value: Any) -> int | None:
@@ -312,24 +356,33 @@ def _unix_time(value: Any) -> int | None:
     return None
 
 
-def read_reviews(path: Path, ledger: Ledger) -> ReviewColumns:
+def read_reviews(
+    path: Path, ledger: Ledger, text_fields: Sequence[str] = ("summary", "reviewText")
+) -> ReviewColumns:
     """mard_reviews.json → cleaned reviews, in file order.
 
-    Skipped (with reason): broken lines, non-objects, a missing/malformed amazon-id, an empty ``reviewText``
-    after cleaning (``empty_review``) and exact repeats of (amazon-id, reviewerID, text) (``duplicate_review``,
-    the first is kept). Repaired (counted per line that needed it, kept or not): ``not_utf8`` (decoded with
-    errors='replace'), ``python_literal`` (see :func:`iter_json_lines`), ``html_entities`` (html.unescape) and
-    ``html_tags`` (``<br />`` and friends removed).
+    Skipped (with reason): broken lines, non-objects, a missing/malformed amazon-id, a review with nothing to read
+    in any of ``text_fields`` after cleaning (``empty_review``: a review with only a summary is kept when
+    ``summary`` is one of them, since that is text the model reads) and exact repeats of (amazon-id, reviewerID,
+    text) — of the summary too when the text is empty — (``duplicate_review``, the first is kept). Repaired
+    (counted per line that needed it, kept or not): ``not_utf8`` (decoded with errors='replace'),
+    ``python_literal`` (see :func:`iter_json_lines`), ``html_entities`` (html.unescape) and ``html_tags``
+    (``<br />`` and friends removed). A present value that cannot be parsed (a rating outside 1–5 or not a number,
+    a time that is not one, a text that is not a string) becomes null/'' and is counted by :meth:`Ledger.null`.
     """
     source = path.name
     cols = ReviewColumns()
-    seen: set[tuple[str, str | None, str]] = set()
+    seen: set[tuple[str, str | None, str, str]] = set()
+    want_text, want_summary = "reviewText" in text_fields, "summary" in text_fields
     for line_no, obj, repairs, lenient in iter_json_lines(path, source, ledger):
         aid, problem = _amazon_id(obj)
         if aid is None:
             ledger.skip(source, line_no, problem or "bad_amazon_id", repr(obj.get("amazon-id"))[:80])
             continue
         text, summary = obj.get("reviewText"), obj.get("summary")
+        for key, value in (("reviewText", text), ("summary", summary)):
+            if value is not None and not isinstance(value, str):
+                ledger.null(source, line_no, key, value)
         text = text if isinstance(text, str) else ""
         summary = summary if isinstance(summary, str) else ""
         if lenient:
@@ -341,11 +394,14 @@ def read_reviews(path: Path, ledger: Ledger) -> ReviewColumns:
         if ent_t or ent_s or tags_t or tags_s:
             ledger.repair(source, "html_entities", int(ent_t or ent_s))
             ledger.repair(source, "html_tags", int(tags_t or tags_s))
-        if not text:
+        if not ((want_text and text) or (want_summary and summary)):
             ledger.skip(source, line_no, "empty_review", aid)
             continue
-        reviewer = _opt_str(obj.get("reviewerID"), lenient)
-        key = (aid, reviewer, text)
+        raw_reviewer = obj.get("reviewerID")
+        reviewer = _opt_str(raw_reviewer, lenient)
+        if reviewer is None and _present(raw_reviewer):
+            ledger.null(source, line_no, "reviewerID", raw_reviewer)
+        key = (aid, reviewer, text, "" if text else summary)
         if key in seen:
             ledger.skip(source, line_no, "duplicate_review", f"{aid} {reviewer}")
             continue
@@ -353,8 +409,8 @@ def read_reviews(path: Path, ledger: Ledger) -> ReviewColumns:
         cols.line.append(line_no)
         cols.amazon_id.append(aid)
         cols.reviewer_id.append(reviewer)
-        cols.rating.append(_rating(obj.get("overall")))
-        cols.unix_time.append(_unix_time(obj.get("unixReviewTime")))
+        cols.rating.append(_parsed(_rating, obj, "overall", source, line_no, ledger))
+        cols.unix_time.append(_parsed(_unix_time, obj, "unixReviewTime", source, line_no, ledger))
         cols.summary.append(summary)
         cols.text.append(text)
     cols.lines = _count_lines(ledger, source, len(cols.line))

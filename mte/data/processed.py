@@ -15,10 +15,9 @@ import numpy as np
 import polars as pl
 
 from mte.cli import UserError
+from mte.data.cache import DATA_NAMES
+from mte.data.names import SPLITS
 from mte.data.text import Vocabulary
-
-SPLITS = ("train", "val", "test")
-_REQUIRED = ("albums.parquet", "reviews.parquet", "tracks.parquet", "features.json", "splits.json", "vocab")
 
 
 class ProcessedDirError(ValueError, UserError):
@@ -114,7 +113,7 @@ def _read_manifest(root: Path) -> dict[str, Any]:
         ) from None
     except (OSError, ValueError) as e:
         raise ProcessedDirError(f"not a processed dir: {root}/manifest.json is unreadable ({e}); {hint}") from None
-    missing = [name for name in _REQUIRED if not (root / name).exists()]
+    missing = [name for name in DATA_NAMES if not (root / name).exists()]
     if not isinstance(manifest, dict) or missing:
         raise ProcessedDirError(f"not a complete processed dir: {root} lacks {', '.join(missing) or 'a manifest'}; "
                                 f"{hint}")
