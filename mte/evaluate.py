@@ -18,9 +18,10 @@ import hydra
 from omegaconf import DictConfig
 
 from mte.cli import user_errors
+from mte.paths import config_dir
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="evaluate")
 def main(cfg: DictConfig) -> float | None:
     """Evaluate; return the t2a R@10 (the number sweeps compare)."""
     from mte.eval.evaluation import evaluate_from_config

@@ -15,9 +15,10 @@ import hydra
 from omegaconf import DictConfig
 
 from mte.cli import UserError, user_errors
+from mte.paths import config_dir
 
 
-@hydra.main(config_path="../conf", config_name="export", version_base="1.3")
+@hydra.main(config_path=str(config_dir()), config_name="export", version_base="1.3")
 def main(cfg: DictConfig) -> str:
     with user_errors():  # bad input → "error: …" on stderr, exit status 2
         return export(cfg)

@@ -1,8 +1,15 @@
-"""Where mte keeps things on disk.
+"""Where mte keeps things on disk: its caches and its Hydra configs.
 
-One function per location so that every entry point (prepare, train, search, …) agrees on the cache layout and a
-user can move all of it with a single environment variable (``MTE_CACHE_DIR``). Nothing heavy is imported here:
-the prepare cache-hit path goes through this module and must stay well under a second.
+One function per location so that every entry point (prepare, train, search, …) agrees on the layout:
+
+* the cache root (:func:`cache_root`): one environment variable, ``MTE_CACHE_DIR``, moves all of it. It has one
+  home, here: the configs reach it through the ``${mte.cache:}`` resolver (``data.cache_dir`` in
+  conf/data/mard.yaml), registered when this module is imported, so the YAML and the code cannot disagree;
+* the configs (:func:`config_dir`): every Hydra entry point reads them from there, in a source checkout, an
+  editable install and an installed wheel alike.
+
+Nothing heavy is imported here (omegaconf only, which every entry point loads anyway): the prepare cache-hit path
+goes through this module and must stay well under a second.
 """
 
 from __future__ import annotations
@@ -10,7 +17,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 CACHE_ENV = "MTE_CACHE_DIR"
+CACHE_RESOLVER = "mte.cache"
 
 
 def cache_root() -> Path:
@@ -34,3 +44,21 @@ def package_root() -> Path:
 def resource_path(name: str) -> Path:
     """A file shipped in ``mte/resources`` (stop words, descriptor template, …)."""
     return package_root() / "resources" / name
+
+
+def config_dir() -> Path:
+    """The Hydra config dir every entry point composes from (``@hydra.main(config_path=str(config_dir()))``).
+
+    ``conf/`` lives once, at the repository's top level; the build maps it into the package (setup.py:
+    ``package_dir={"mte.conf": "conf"}``), so an installed wheel has it as ``mte/conf``, while a source checkout or
+    an editable install (whose ``mte`` is the checkout's) finds it beside the package.
+    """
+    shipped = package_root() / "conf"
+    return shipped if shipped.is_dir() else package_root().parent / "conf"
+
+
+if not OmegaConf.has_resolver(CACHE_RESOLVER):
+    # conf/data/mard.yaml: ``cache_dir: ${mte.cache:}``. Resolved when read (not when composed), so MTE_CACHE_DIR
+    # set after start-up, e.g. by a test's conftest, still counts. Every entry point imports this module for
+    # config_dir(), so the resolver is there before Hydra resolves anything.
+    OmegaConf.register_new_resolver(CACHE_RESOLVER, lambda: str(cache_root()))

@@ -12,9 +12,10 @@ import hydra
 from omegaconf import DictConfig
 
 from mte.cli import user_errors
+from mte.paths import config_dir
 
 
-@hydra.main(config_path="../conf", config_name="prepare", version_base="1.3")
+@hydra.main(config_path=str(config_dir()), config_name="prepare", version_base="1.3")
 def main(cfg: DictConfig) -> str:
     from mte.data.prepare import prepare_from_config
 

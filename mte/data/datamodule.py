@@ -151,7 +151,7 @@ class MardDataModule(pl.LightningDataModule):
     """Streams MARD pairs from a processed dir.
 
     ``text_input`` chooses what the text branch receives (see module docstring). ``sampler`` is ``random`` or
-    ``neighborhood``. ``eval_split`` names the split used for validation metrics (``val``); ``test`` is used by
+    ``neighborhood``. Validation metrics use the ``val`` split; ``test`` is used by
     ``trainer.test``. ``standardize`` feeds train-split-standardised descriptors (the default); ``False`` feeds
     the raw values, as the published model did (kept so its setup can be reproduced: its feature parts differ in
     scale by orders of magnitude, which is why standardising is the default).

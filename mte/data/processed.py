@@ -26,7 +26,7 @@ class ProcessedDirError(ValueError, UserError):
 
 @dataclass
 class ProcessedData:
-    """The tables, feature statistics and manifest of one processed dir (see CONTRACT.md for the columns)."""
+    """The tables, feature statistics and manifest of one processed dir (columns: mte.data.prepare._final_columns)."""
 
     root: Path
     albums: pl.DataFrame

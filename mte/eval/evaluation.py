@@ -557,7 +557,7 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 @dataclass
 class EvaluationResult:
-    """Metrics (flat, DESIGN.md names), the JSON payload written, where it went and the printed table."""
+    """Metrics (flat, named ``{stage}/{direction}/{metric}``), the JSON payload, where it went, the printed table."""
 
     metrics: dict[str, float]
     payload: dict[str, Any]

@@ -1,7 +1,7 @@
 """Exact retrieval metrics in bounded memory (pure torch).
 
 Setting: each query (a review for ``t2a``, an album's audio for ``a2t``) ranks the whole gallery by similarity;
-gallery items with the query's label (album) are *relevant*. Names follow DESIGN.md,
+gallery items with the query's label (album) are *relevant*. Names follow the project's convention,
 ``{stage}/{direction}/{metric}`` with metrics ``R@1 R@5 R@10 mAP@10 MedR MeanR``.
 
 Conventions

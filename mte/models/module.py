@@ -52,7 +52,7 @@ class EmbeddingModel(pl.LightningModule):
 
     Args:
         text: text backbone config (``name``: bow | lstm | hf, and its options).
-        audio: audio head config (``kind``: mlp | linear, ``batch_norm``, ``dropout``).
+        audio: audio head config (``name``: mlp | linear, ``batch_norm``, ``dropout``).
         model: ``embed_dim``, ``hidden_dim``, ``text_head`` (mlp | linear), ``optimizer``, ``scheduler``.
         loss: loss config (``name``: margin | infonce, and its options).
         vocab_size: word vocabulary size (bow/lstm).

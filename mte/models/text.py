@@ -1,4 +1,4 @@
-"""Text backbones: a review batch (CONTRACT.md "Batches") → a feature vector [B, out_dim].
+"""Text backbones: a review batch (the keys mte.data.datamodule collates) → a feature vector [B, out_dim].
 
 Three families, matching the published model's variants:
 
@@ -22,8 +22,6 @@ from typing import Any, Literal
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
-
-from mte.models.heads import ProjectionHead, build_head
 
 InputKind = Literal["tokens", "hf", "features"]
 Pooling = Literal["cls", "mean"]
@@ -280,26 +278,3 @@ def build_text_backbone(cfg: Mapping[str, Any], vocab_size: int) -> nn.Module:
         )
     raise ValueError(f"unknown text backbone {name!r}; expected one of {TEXT_BACKBONES}")
 
-
-class TextEncoder(nn.Module):
-    """Backbone + projection head: batch dict → unit-length text embedding [B, embed_dim]."""
-
-    def __init__(self, backbone: nn.Module, head: ProjectionHead) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-        self.embed_dim = head.embed_dim
-        self.out_dim = head.embed_dim
-
-    @property
-    def input_kind(self) -> InputKind:
-        return self.backbone.input_kind  # type: ignore[no-any-return]
-
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return self.head(self.backbone(batch))
-
-
-def build_text_encoder(cfg: Mapping[str, Any], vocab_size: int) -> TextEncoder:
-    """Backbone from ``cfg`` (see build_text_backbone) plus a head from ``cfg["head"]`` (see heads.build_head)."""
-    backbone = build_text_backbone(cfg, vocab_size)
-    return TextEncoder(backbone, build_head(cfg.get("head"), backbone.out_dim))

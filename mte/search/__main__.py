@@ -23,6 +23,7 @@ import hydra
 from omegaconf import DictConfig
 
 from mte.cli import UserError, quote_free_values, user_errors
+from mte.paths import config_dir
 
 USAGE = "usage: python -m mte.search ckpt_path=PATH (query=\"words\" | descriptor=DOC.json | audio=SONG.mp3) [k=10]"
 
@@ -30,18 +31,18 @@ USAGE = "usage: python -m mte.search ckpt_path=PATH (query=\"words\" | descripto
 def _register_config() -> str:
     """Serve conf/search.yaml through Hydra's ConfigStore instead of the conf/ search path.
 
-    Why: conf/ has a config *group* named ``audio`` (the training audio branch), so with ``config_path="../conf"``
-    Hydra would read ``audio=song.mp3`` as "pick audio/song.mp3.yaml" and fail. From the ConfigStore the same
-    YAML (still the single source of truth) has no sibling groups, and ``audio=`` is a plain value.
+    Why: conf/ has a config *group* named ``audio`` (the training audio branch), so with conf/ as ``config_path``
+    (:func:`mte.paths.config_dir`, as the other entry points use it) Hydra would read ``audio=song.mp3`` as "pick
+    audio/song.mp3.yaml" and fail. From the ConfigStore the same YAML (still the single source of truth, found by
+    the same helper) has no sibling groups, and ``audio=`` is a plain value.
     """
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
-    ConfigStore.instance().store(name="mte_search", node=OmegaConf.load(_CONFIG_FILE))
+    ConfigStore.instance().store(name="mte_search", node=OmegaConf.load(config_dir() / "search.yaml"))
     return "mte_search"
 
 
-_CONFIG_FILE = Path(__file__).resolve().parent.parent.parent / "conf" / "search.yaml"
 @hydra.main(config_path=None, config_name=_register_config(), version_base="1.3")
 def main(cfg: DictConfig) -> None:
     with user_errors():  # bad input → "error: …" on stderr, exit status 2

@@ -45,8 +45,10 @@ __all__ = [
 # The statistics AcousticBrainz documents carry for every frame-wise descriptor (no 'stdev', unlike the newer
 # extractor's default), so the feature names of our documents match MARD's.
 STATS = ("min", "max", "dvar2", "median", "dmean2", "dmean", "var", "dvar", "mean")
-# File types the extractor's FFmpeg-based loader reads; only used to word the error for other files.
-AUDIO_SUFFIXES = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".m4a", ".aac", ".aif", ".aiff", ".wma", ".opus")
+# File types the extractor's FFmpeg-based loader reads. The one list: only used to word errors (here, and in
+# mte.web.app for uploads whose name says audio while their content does not); the content decides, not the name.
+AUDIO_SUFFIXES = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".mp4", ".aac", ".aif", ".aiff",
+                  ".wma", ".webm", ".mka")
 _PEAK_NAMES = ("first_peak_bpm", "first_peak_weight", "first_peak_spread",
                "second_peak_bpm", "second_peak_weight", "second_peak_spread")
 # BpmHistogramDescriptors' outputs, in the order its Python binding returns them (outputNames()).

@@ -14,9 +14,10 @@ import hydra
 from omegaconf import DictConfig
 
 from mte.cli import user_errors
+from mte.paths import config_dir
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Run training; return ``optimized_metric`` so Optuna and multirun sweeps can optimise it."""
     from mte.train.run import run

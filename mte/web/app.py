@@ -35,7 +35,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from mte.search.engine import SearchEngine, SearchError
-from mte.search.essentia import essentia_available
+from mte.search.essentia import AUDIO_SUFFIXES, essentia_available
 from mte.web.extract import ExtractionError, run_extraction, stop_all
 from mte.web.jobs import JobManager, Progress, QueueFull
 
@@ -44,10 +44,6 @@ MAX_K = 100
 _CHUNK = 1 << 20
 # multipart headers and boundaries around the file: a body this much over the limit may still hold a legal file
 _FORM_OVERHEAD = 64 * 1024
-# File signatures of the audio containers FFmpeg (Essentia's loader) reads: checked before spending ~30 s of
-# Essentia on something that is not audio, so the page can say so at once.
-_AUDIO_SUFFIXES = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".mp4", ".aac", ".aif", ".aiff",
-                   ".wma", ".webm", ".mka")
 
 
 @dataclass(frozen=True)
@@ -84,7 +80,7 @@ def sniff_upload(head: bytes, filename: str) -> str:
         return "json"
     if _looks_like_audio(head):
         return "audio"
-    hint = " (its name says audio, its content does not)" if suffix in _AUDIO_SUFFIXES else ""
+    hint = " (its name says audio, its content does not)" if suffix in AUDIO_SUFFIXES else ""
     raise UploadRejected(
         f"{filename} is neither an audio file (mp3, wav, flac, ogg, m4a, aiff, wma …) nor an AcousticBrainz JSON "
         f"document{hint}"
@@ -92,6 +88,7 @@ def sniff_upload(head: bytes, filename: str) -> str:
 
 
 def _looks_like_audio(head: bytes) -> bool:
+    """Signatures of containers FFmpeg (Essentia's loader) reads: refuse non-audio before ~30 s of Essentia."""
     if head[:3] == b"ID3" or head[:4] in (b"fLaC", b"OggS", b".snd", b"\x1aE\xdf\xa3", b"MThd"):
         return True
     if head[:4] == b"RIFF" and head[8:12] in (b"WAVE", b"AVI "):
