@@ -29,9 +29,16 @@ class ConfigError(UserError):
 
 
 def check_train_config(cfg: Mapping[str, Any]) -> None:
-    """Everything that can be judged from the composed config alone; raises :class:`ConfigError` on the first."""
+    """Everything that can be judged before prepare; raises :class:`ConfigError` on the first problem."""
+    check_settings(cfg)
+    if not _is_baseline(cfg):
+        check_text_encoder(cfg.get("text") or {})
+
+
+def check_settings(cfg: Mapping[str, Any]) -> None:
+    """The values and their combinations, from the composed config alone (no file but ``ckpt_path`` is read)."""
     model = cfg.get("model") or {}
-    baseline = model.get("name") in ("cca", "random")  # closed-form baselines: no network, loss, sampler, trainer
+    baseline = _is_baseline(cfg)
     _positive_int(model, "model.embed_dim")
     if not baseline:
         _positive_int(model, "model.hidden_dim")
@@ -47,8 +54,13 @@ def check_train_config(cfg: Mapping[str, Any]) -> None:
             check_max_epochs(cfg.get("trainer") or {})
         check_neighborhood_consistency(cfg)
     check_ckpt_path(cfg.get("ckpt_path"))
-    if not baseline:
-        check_text_encoder(cfg.get("text") or {})
+
+
+def _is_baseline(cfg: Mapping[str, Any]) -> bool:
+    """model=cca|random: closed-form baselines, with no network, loss, sampler or trainer to check."""
+    from mte.train.baselines import BASELINES
+
+    return (cfg.get("model") or {}).get("name") in BASELINES
 
 
 def _positive_int(group: Mapping[str, Any], dotted: str, minimum: int = 1, why: str = "") -> int | None:
