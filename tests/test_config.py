@@ -184,3 +184,12 @@ def test_train_split_check_passes_on_real_data(processed_dir):
     from mte.train.checks import check_train_split
 
     check_train_split(ProcessedData.load(processed_dir))
+
+
+# ------------------------------------------------------------------- test set-up: CI must not turn into skips
+@pytest.mark.parametrize(("ci", "outcome"), [("true", pytest.fail.Exception), ("", pytest.skip.Exception)])
+def test_missing_outside_resource_fails_in_ci_and_skips_locally(monkeypatch, require_resource, ci, outcome):
+    monkeypatch.setenv("CI", ci)
+    require_resource(True, "present")  # nothing happens
+    with pytest.raises(outcome, match="chromium missing"):
+        require_resource(False, "chromium missing")

@@ -177,8 +177,8 @@ def test_killed_run_resumes_from_last_checkpoint_and_finishes(tmp_path):
     assert resumed["metrics"]["val/t2a/R@10"] < 100.0 and "test/t2a/R@10" in resumed["metrics"]
     if resumed["metrics"]["val_best/t2a/R@10"] != 100.0:
         # trainer.test(ckpt_path=best.ckpt) restores the callback's state from best.ckpt (here written before the
-        # kill), so metrics.json reports that checkpoint's val_best, not the run's (mte/train/run.py: snapshot
-        # retrieval.best after fit, before test). Fails loudly once fixed and this branch is removed.
+        # kill), so metrics.json reports that checkpoint's val_best, not the run's (mte/train/run.py should snapshot
+        # retrieval.best after fit, before test); once it does, this branch is dead: delete it.
         pytest.xfail("metrics.json's val_best/* comes from the state saved in best.ckpt, not the finished run")
 
 
