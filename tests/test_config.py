@@ -193,3 +193,46 @@ def test_missing_outside_resource_fails_in_ci_and_skips_locally(monkeypatch, req
     require_resource(True, "present")  # nothing happens
     with pytest.raises(outcome, match="chromium missing"):
         require_resource(False, "chromium missing")
+
+
+# ------------------------------------------------------------------------------------ serve: port and host
+@pytest.mark.parametrize(
+    ("host", "port", "words"),
+    [
+        ("127.0.0.1", 0, "port=0 is out of range"),
+        ("127.0.0.1", 65536, "port=65536 is out of range"),
+        ("192.0.2.1", 8765, "not an address of this machine; pass host=127.0.0.1"),  # TEST-NET-1: never local
+        ("no-such-host.invalid", 8765, "cannot listen on host=no-such-host.invalid"),
+    ],
+)
+def test_serve_refuses_a_port_or_host_it_cannot_use(host, port, words):
+    from mte.serve import ServeError, _check_port
+
+    with pytest.raises(ServeError, match=re.escape(words)) as info:
+        _check_port(host, port)
+    assert "pass port=" not in str(info.value) and "\n" not in str(info.value)  # another port would not help
+
+
+def test_serve_busy_port_hints_another_port():
+    import socket
+
+    from mte.serve import ServeError, _check_port
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ServeError, match=r"in use.*pass port=OTHER"):
+            _check_port("127.0.0.1", port)
+    _check_port("127.0.0.1", port)  # free again: no error
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("override", "words"), [("host=192.0.2.1", "not an address of this machine"),
+                                                 ("port=70000", "port=70000 is out of range")])
+def test_serve_cli_bad_address_is_one_line_exit_2(tmp_path, override, words):
+    from helpers import run_module
+
+    proc = run_module("mte.serve", f"ckpt_path={tmp_path / 'never-read.ckpt'}", override, cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [proc.stderr.strip()], proc.stderr[-2000:]
+    assert proc.stderr.startswith("error: ") and words in proc.stderr and "pass port=" not in proc.stderr

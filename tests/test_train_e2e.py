@@ -34,6 +34,28 @@ def metrics_of(run_dir: Path) -> dict[str, float]:
     return json.loads((run_dir / "metrics.json").read_text())["metrics"]
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        # the README's own command on a machine without the weights (an empty HF cache below, hub offline)
+        (["text=distilbert", "loss.bidirectional=false"], "error: cannot load text encoder 'distilbert-base-uncased': "
+         "not in the local HF cache and no network — pass text.pretrained=<local dir>"),
+        # used to exit 0 and write an untrained model's test metrics as the run's result
+        (["trainer.max_epochs=0"], "error: trainer.max_epochs=0: a training run needs at least 1 epoch"),
+        (["sampler=random"], "error: loss.neighborhood=true needs same-album pairs in each batch"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2_before_anything_runs(tmp_path, args, message):
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    env = {"MTE_CACHE_DIR": str(cache), "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    proc = run_module("mte.train", *args, f"hydra.run.dir={run_dir}", "logger=none", check=False, env=env)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), proc.stderr[-3000:]  # the sentence alone, no traceback
+    assert not cache.exists()  # refused before synthetic data were generated or prepared
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "checkpoints").exists()
+
+
 def test_run_dir_holds_checkpoints_metrics_config_and_every_logger(tmp_path):
     run_dir = tmp_path / "run"
     proc = train(run_dir, "logger=many")
