@@ -281,7 +281,6 @@ def test_optuna_search_runs_trials_and_optimises_the_returned_metric(tmp_path):
         overrides = dict(o.split("=", 1) for o in yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()))
         trials.append((metrics_of(job)["val_best/t2a/R@10"], overrides))
     values = [v for v, _ in trials]
-    assert len(set(values)) > 1 or len({str(o) for _, o in trials}) == 1  # the trials did differ, or had to agree
     assert results["best_value"] == pytest.approx(max(values), abs=1e-9)
     best_overrides = [o for v, o in trials if v == pytest.approx(results["best_value"], abs=1e-9)]
     assert any(all(str(o.get(k)) == str(v) for k, v in results["best_params"].items()) for o in best_overrides), (
