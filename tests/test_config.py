@@ -145,6 +145,15 @@ def test_valid_edges_pass(tmp_path):
     check_settings(_compose("experiment=best_infonce", "data.batch_size=2"))
 
 
+def test_a_resume_from_a_file_that_is_no_checkpoint_is_refused(tmp_path):
+    from mte.train.checks import ConfigError, check_settings
+
+    notes = tmp_path / "notes.ckpt"
+    notes.write_text("not a checkpoint\n")
+    with pytest.raises(ConfigError, match="is not a readable checkpoint"):
+        check_settings(_compose(f"ckpt_path={notes}"))
+
+
 def test_a_missing_text_encoder_is_the_loaders_one_line(tmp_path):
     from mte.train.checks import ConfigError, check_text_encoder
 

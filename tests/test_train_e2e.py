@@ -187,6 +187,10 @@ def test_killed_run_resumes_from_last_checkpoint_and_finishes(tmp_path):
     torch.save(killed, killed_ckpt)
     shutil.rmtree(run_dir / "csv", ignore_errors=True)  # the killed run's log: what is logged next is the resumed's
 
+    # a budget the checkpoint has already used up would train nothing: refused before anything runs
+    refused = train(run_dir, "logger=csv", f"trainer.max_epochs={completed}", f"ckpt_path={killed_ckpt}", check=False)
+    assert refused.returncode == 2 and refused.stderr.strip().startswith("error: trainer.max_epochs="), refused.stderr
+    assert "resuming would train nothing" in refused.stderr and not (run_dir / "metrics.json").exists()
     train(run_dir, "logger=csv", f"trainer.max_epochs={completed + 2}", f"ckpt_path={killed_ckpt}")
     resumed = json.loads((run_dir / "metrics.json").read_text())
     final = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)

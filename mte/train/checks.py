@@ -54,6 +54,8 @@ def check_settings(cfg: Mapping[str, Any]) -> None:
             check_max_epochs(cfg.get("trainer") or {})
         check_neighborhood_consistency(cfg)
     check_ckpt_path(cfg.get("ckpt_path"))
+    if not baseline and cfg.get("train", True) and cfg.get("ckpt_path"):
+        check_resume_budget(str(cfg.get("ckpt_path")), cfg.get("trainer") or {})
 
 
 def _is_baseline(cfg: Mapping[str, Any]) -> bool:
@@ -110,6 +112,36 @@ def check_ckpt_path(ckpt_path: Any) -> None:
     if not os.path.isfile(path):
         what = "is a directory, not a checkpoint file" if os.path.isdir(path) else "does not exist"
         raise ConfigError(f"ckpt_path={ckpt_path} {what} (resume from <run dir>/checkpoints/last.ckpt)")
+
+
+def check_resume_budget(ckpt_path: str, trainer: Mapping[str, Any]) -> None:
+    """Resuming must leave epochs to train: ``trainer.max_epochs`` above the epochs the checkpoint already ran.
+
+    Otherwise Lightning skips fit without a word and the run reports the checkpoint's test metrics as if it had
+    trained (the same silent no-op as ``max_epochs=0``). The epochs done are Lightning's own count in the checkpoint
+    (``loops.fit_loop.epoch_progress``); the file is memory-mapped, so a large checkpoint is not read into memory.
+    """
+    epochs = trainer.get("max_epochs")
+    if trainer.get("fast_dev_run") or not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        return
+    import torch
+
+    path = os.path.expanduser(ckpt_path)
+    try:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        except RuntimeError:  # a file in torch's legacy (non-zip) format cannot be memory-mapped
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # any unreadable file: pickle, zip and torch errors differ by version
+        raise ConfigError(f"ckpt_path={ckpt_path} is not a readable checkpoint ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else 'no detail'})") from None
+    if not isinstance(ckpt, Mapping):
+        raise ConfigError(f"ckpt_path={ckpt_path} is not a training checkpoint (no Lightning state in it)")
+    progress = ((ckpt.get("loops") or {}).get("fit_loop") or {}).get("epoch_progress", {}).get("current", {})
+    done = progress.get("processed")
+    if isinstance(done, int) and epochs <= done:
+        raise ConfigError(f"trainer.max_epochs={epochs}: ckpt_path={ckpt_path} has already trained {done} epoch(s), "
+                          f"so resuming would train nothing; pass trainer.max_epochs={done + 1} or more")
 
 
 def neighborhood_terms(loss: Mapping[str, Any]) -> bool:
