@@ -14,6 +14,7 @@ Examples::
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import sys
@@ -31,14 +32,36 @@ class ServeError(UserError):
 
 
 def _check_port(host: str, port: int) -> None:
-    """Fail in a second, not after loading the model, when the address cannot be bound."""
+    """Fail in a second, not after loading the model, when the address cannot be bound.
+
+    The hint names what to change: a port in use (or reserved) → another ``port=``; a host that is not an address
+    of this machine or does not resolve → another ``host=`` (another port would not help there).
+    """
+    if not 1 <= port <= 65535:
+        raise ServeError(f"port={port} is out of range: choose a TCP port from 1 to 65535 (default 8765)")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
+        except socket.gaierror as e:  # the name does not resolve
+            raise ServeError(f"cannot listen on host={host} ({e.strerror or e}): pass host=127.0.0.1 (this machine "
+                             "only) or an address of one of its network interfaces") from None
         except OSError as e:
-            raise ServeError(f"cannot listen on {host}:{port} ({e.strerror or e}); pass port=OTHER") from None
+            if e.errno in (errno.EADDRINUSE, errno.EACCES):  # busy, or a privileged port (< 1024)
+                why = "in use" if e.errno == errno.EADDRINUSE else "needs privileges"
+                raise ServeError(f"cannot listen on {host}:{port} (port {why}: {e.strerror}); "
+                                 "pass port=OTHER") from None
+            raise ServeError(f"cannot listen on host={host} ({e.strerror or e}): it is not an address of this machine; "
+                             "pass host=127.0.0.1 or one of its network interfaces' addresses") from None
+
+
+def _port(value: object) -> int:
+    """``port=`` as an int; ``port=abc`` is a one-line error too."""
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ServeError(f"port={value!r} is not a number: choose a TCP port from 1 to 65535 (default 8765)") from None
 
 
 def serve(cfg: DictConfig) -> None:
@@ -53,7 +76,7 @@ def serve(cfg: DictConfig) -> None:
 
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
         raise ServeError("ckpt_path is required: python -m mte.serve ckpt_path=<run>/checkpoints/best.ckpt")
-    host, port = str(cfg.host), int(cfg.port)
+    host, port = str(cfg.host), _port(cfg.port)
     _check_port(host, port)
     start = time.perf_counter()
     try:

@@ -26,6 +26,30 @@ REPO = Path(__file__).resolve().parents[1]
 TEST_DATA = Path(__file__).resolve().parent / "data"
 
 
+def in_ci() -> bool:
+    """True on a CI runner (``CI=true``, set by GitHub Actions, GitLab and most others)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def require(condition: bool, message: str) -> None:
+    """A test needs something from outside the repo (Chromium + chromedriver, ``../shared`` data).
+
+    Locally a missing piece skips the test with ``message``; in CI it fails the test with it, so a runner that lost
+    its browser or shared data dir shows red instead of a green run made of skips.
+    """
+    if condition:
+        return
+    if in_ci():
+        pytest.fail(f"{message} — required in CI (CI={os.environ.get('CI')})", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def require_resource():
+    """:func:`require` as a fixture: ``require_resource(path.is_file(), "what is missing and how to get it")``."""
+    return require
+
+
 @pytest.fixture(scope="session")
 def session_tmp() -> Path:
     return _SESSION_TMP

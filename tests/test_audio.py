@@ -126,10 +126,10 @@ def test_missing_essentia_names_the_audio_extra(monkeypatch: pytest.MonkeyPatch,
 
 
 @pytest.mark.slow
-def test_real_track_gives_an_acousticbrainz_shaped_document() -> None:
-    if not REAL_TRACK.is_file():
-        pytest.skip(f"real test track not found at {REAL_TRACK} (the shared data dir beside the repo)")
+def test_real_track_gives_an_acousticbrainz_shaped_document(require_resource) -> None:
     pytest.importorskip("essentia", reason=ESSENTIA_MISSING)
+    require_resource(REAL_TRACK.is_file(), f"real test track not found at {REAL_TRACK} (the shared dir beside the "
+                     "repo)")
     start = time.perf_counter()
     doc = extract_descriptor(REAL_TRACK)
     elapsed = time.perf_counter() - start

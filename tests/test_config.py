@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,165 @@ def test_optuna_search_space():
     params = OmegaConf.to_container(cfg.hydra.sweeper.params)
     assert set(params) == {"loss.margin", "model.embed_dim", "model.optimizer.lr"}
     assert cfg.hydra.sweeper.direction == "maximize"
+
+
+# ------------------------------------------------------------------------------ checks before anything slow
+# (override, words the one-line error must hold); each would run (or crash late, or train the wrong model) without
+# mte/train/checks.py
+BAD_SETTINGS = [
+    ("model.embed_dim=0", "model.embed_dim=0"),
+    ("model.embed_dim=-8", "model.embed_dim=-8"),
+    ("model.hidden_dim=0", "model.hidden_dim=0"),
+    ("data.batch_size=0", "data.batch_size=0"),
+    ("data.batch_size=1", "in-batch negatives"),
+    ("data.batch_size=33", "must be even"),  # experiment=best uses sampler=neighborhood
+    ("trainer.max_epochs=0", "at least 1 epoch"),
+    ("trainer.max_epochs=-1", "at least 1 epoch"),  # -1 = endless unless max_steps bounds it
+    ("data.features=mfcc", "seed169, seed369, lowlevel_all"),
+    ("ckpt_path=/no/such/run/last.ckpt", "does not exist"),
+    ("sampler=random", "sampler=neighborhood or loss.neighborhood=false"),  # terms without the sampler
+    ("loss.neighborhood=false", "loss.neighborhood=true or sampler=random"),  # sampler without the terms
+    ("loss=infonce", "loss=infonce has no neighbourhood terms"),
+    ("loss.weights=[1,1,0,0]", "λ3 and λ4"),
+]
+
+
+def test_the_default_run_passes_the_checks():
+    from mte.train.checks import check_settings
+
+    check_settings(_compose())  # so in the cases below the override alone is what fails
+
+
+@pytest.mark.parametrize(("override", "words"), BAD_SETTINGS)
+def test_bad_settings_are_one_line_errors(override, words):
+    from mte.cli import UserError
+    from mte.train.checks import check_settings
+
+    with pytest.raises(UserError, match=re.escape(words)) as info:
+        check_settings(_compose(override))
+    assert "\n" not in str(info.value)
+
+
+def test_paper_rows_reject_the_sampler_without_the_terms_unless_asked_by_name():
+    from mte.train.checks import ConfigError, check_settings
+
+    with pytest.raises(ConfigError, match="allow_neighborhood_mismatch=true"):
+        check_settings(_compose("experiment=paper/nonlinear_bidirectional", "sampler=neighborhood"))
+    check_settings(_compose("experiment=paper/nonlinear_bidirectional", "sampler=neighborhood",
+                            "allow_neighborhood_mismatch=true"))
+    check_settings(_compose("sampler=random", "allow_neighborhood_mismatch=true"))
+
+
+def test_valid_edges_pass(tmp_path):
+    """What the checks must not refuse: step-limited training, fast dev runs, test-only runs, an existing ckpt."""
+    from mte.train.checks import check_settings
+
+    ckpt = tmp_path / "last.ckpt"
+    ckpt.write_bytes(b"")
+    check_settings(_compose("trainer.max_epochs=-1", "+trainer.max_steps=5"))
+    check_settings(_compose("debug=fdr", "trainer.max_epochs=0"))
+    check_settings(_compose("train=false", "trainer.max_epochs=0", f"ckpt_path={ckpt}"))
+    check_settings(_compose("model=cca", "data.batch_size=1"))  # closed form: no batches
+    check_settings(_compose("experiment=best_infonce", "data.batch_size=2"))
+
+
+def test_a_resume_from_a_file_that_is_no_checkpoint_is_refused(tmp_path):
+    from mte.train.checks import ConfigError, check_settings
+
+    notes = tmp_path / "notes.ckpt"
+    notes.write_text("not a checkpoint\n")
+    with pytest.raises(ConfigError, match="is not a readable checkpoint"):
+        check_settings(_compose(f"ckpt_path={notes}"))
+
+
+def test_a_missing_text_encoder_is_the_loaders_one_line(tmp_path):
+    from mte.train.checks import ConfigError, check_text_encoder
+
+    check_text_encoder({"name": "bow"})  # nothing to load
+    with pytest.raises(ConfigError, match="no such directory") as info:
+        check_text_encoder({"name": "hf", "pretrained": str(tmp_path / "no-model")})
+    assert "\n" not in str(info.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"no config\.json"):
+        check_text_encoder({"name": "hf", "pretrained": str(tmp_path / "empty")})
+
+
+def test_empty_train_split_is_refused_after_prepare(tmp_path):
+    """A raw dir whose reviews and descriptors share no album: prepare succeeds, training has nothing to fit."""
+    import json
+
+    from mte.data.prepare import PrepareConfig, prepare
+    from mte.data.processed import ProcessedData
+    from mte.data.synth import generate
+    from mte.train.checks import ConfigError, check_train_split
+
+    raw = tmp_path / "raw"
+    generate(raw, albums=12, seed=0, tracks_per_album=1, quirks=False)
+    reviews = (raw / "mard_reviews.json").read_text().splitlines()
+    album = json.loads(reviews[0])["amazon-id"]  # keep one album's reviews, and take its descriptors away
+    (raw / "mard_reviews.json").write_text("\n".join(r for r in reviews if json.loads(r)["amazon-id"] == album) + "\n")
+    for doc in (raw / "acousticbrainz_descriptors").glob(f"{album}_*.json"):
+        doc.unlink()
+    assert list((raw / "acousticbrainz_descriptors").glob("*.json"))  # other albums keep their audio
+    data = ProcessedData.load(prepare(raw, PrepareConfig(workers=1), processed_dir=tmp_path / "p", verbose=False))
+    with pytest.raises(ConfigError, match=r"train split .* is empty \(0 reviews"):
+        check_train_split(data)
+
+
+def test_train_split_check_passes_on_real_data(processed_dir):
+    from mte.data.processed import ProcessedData
+    from mte.train.checks import check_train_split
+
+    check_train_split(ProcessedData.load(processed_dir))
+
+
+# ------------------------------------------------------------------- test set-up: CI must not turn into skips
+@pytest.mark.parametrize(("ci", "outcome"), [("true", pytest.fail.Exception), ("", pytest.skip.Exception)])
+def test_missing_outside_resource_fails_in_ci_and_skips_locally(monkeypatch, require_resource, ci, outcome):
+    monkeypatch.setenv("CI", ci)
+    require_resource(True, "present")  # nothing happens
+    with pytest.raises(outcome, match="chromium missing"):
+        require_resource(False, "chromium missing")
+
+
+# ------------------------------------------------------------------------------------ serve: port and host
+@pytest.mark.parametrize(
+    ("host", "port", "words"),
+    [
+        ("127.0.0.1", 0, "port=0 is out of range"),
+        ("127.0.0.1", 65536, "port=65536 is out of range"),
+        ("192.0.2.1", 8765, "not an address of this machine; pass host=127.0.0.1"),  # TEST-NET-1: never local
+        ("no-such-host.invalid", 8765, "cannot listen on host=no-such-host.invalid"),
+    ],
+)
+def test_serve_refuses_a_port_or_host_it_cannot_use(host, port, words):
+    from mte.serve import ServeError, _check_port
+
+    with pytest.raises(ServeError, match=re.escape(words)) as info:
+        _check_port(host, port)
+    assert "pass port=" not in str(info.value) and "\n" not in str(info.value)  # another port would not help
+
+
+def test_serve_busy_port_hints_another_port():
+    import socket
+
+    from mte.serve import ServeError, _check_port
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ServeError, match=r"in use.*pass port=OTHER"):
+            _check_port("127.0.0.1", port)
+    _check_port("127.0.0.1", port)  # free again: no error
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("override", "words"), [("host=192.0.2.1", "not an address of this machine"),
+                                                 ("port=70000", "port=70000 is out of range")])
+def test_serve_cli_bad_address_is_one_line_exit_2(tmp_path, override, words):
+    from helpers import run_module
+
+    proc = run_module("mte.serve", f"ckpt_path={tmp_path / 'never-read.ckpt'}", override, cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [proc.stderr.strip()], proc.stderr[-2000:]
+    assert proc.stderr.startswith("error: ") and words in proc.stderr and "pass port=" not in proc.stderr

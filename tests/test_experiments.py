@@ -163,3 +163,19 @@ def test_inference_follows_the_training_scaling(processed_dir, standardize):
     raw = data.raw_features()[:5]
     expected = raw if standardize is False else data.standardized_features()[:5]  # None: older checkpoints
     np.testing.assert_allclose(loaded.embed_raw_features(raw).numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+SHIPPED = sorted(str(p.relative_to(CONF / "experiment").with_suffix("")) for p in (CONF / "experiment").rglob("*.yaml"))
+
+
+def test_every_shipped_experiment_passes_the_config_checks():
+    """Each named recipe is a valid run as shipped (sizes, budget, features, sampler ↔ loss terms), so a user's
+    `experiment=…` never meets the pre-flight errors of mte/train/checks.py. One Hydra context for all: fast."""
+    from mte.train.checks import check_settings
+
+    assert len(SHIPPED) >= 10  # best, best_infonce, neighborhood and the paper rows: the glob found them
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for experiment in SHIPPED:
+            cfg = compose("train", overrides=[f"experiment={experiment}"])
+            assert cfg.tags[0].endswith(experiment.split("/")[-1]), experiment  # really that recipe
+            check_settings(cfg)

@@ -4,7 +4,8 @@ Why Selenium (not Playwright): Debian packages ``chromium`` and ``chromium-drive
 the driver always speaks the browser's protocol version; Playwright pins its own browser build (which it would
 download with ``playwright install``, impossible here) and only loosely supports others. Nothing is downloaded:
 the driver and browser paths are given explicitly, so Selenium Manager never runs. ``scripts/install_browser.sh``
-installs both packages (CI calls it); without them these tests skip with that hint.
+installs both packages (CI calls it); without them these tests skip with that hint locally and fail in CI
+(``CI=true``; conftest.require).
 
 The server is a subprocess on a free loopback port with the tiny checkpoint of tests/test_serve.py. The real
 4:50 track (``<repo>/../shared/data/audio/machine_wars.mp3``) goes through Essentia (~30-60 s here) when present.
@@ -37,9 +38,6 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-dev-shm-usage")
 
 selenium = pytest.importorskip("selenium", reason="selenium is not installed: pip install 'mte[dev]'")
-if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
-    pytest.skip(f"{CHROMIUM} or {CHROMEDRIVER} missing: run scripts/install_browser.sh (Debian's chromium and "
-                "chromium-driver)", allow_module_level=True)
 pytest.importorskip("fastapi", reason="the web extra is not installed: pip install 'mte[web]'")
 
 from selenium import webdriver  # noqa: E402
@@ -50,6 +48,14 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from test_serve import free_port, tiny_checkpoint  # noqa: E402
 
 from mte.search.essentia import essentia_available  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _chromium(require_resource) -> None:
+    """Before the (slow) server fixture: the browser is there, or the module skips (locally) / fails (CI)."""
+    require_resource(CHROMIUM.is_file() and CHROMEDRIVER.is_file(),
+                     f"{CHROMIUM} or {CHROMEDRIVER} missing: run scripts/install_browser.sh (Debian's chromium and "
+                     "chromium-driver)")
 
 
 def acousticbrainz_doc() -> Path:
@@ -217,10 +223,10 @@ def test_acousticbrainz_upload_shows_reviews_albums_and_the_map(server, browser)
     assert_map_highlights(browser, 10)
 
 
-@pytest.mark.skipif(not REAL_TRACK.is_file(), reason=f"the real track is not here: {REAL_TRACK}")
 @pytest.mark.skipif(not essentia_available(), reason="Essentia (the audio extra) is not installed")
 @pytest.mark.timeout(400)
-def test_real_track_upload_shows_progress_then_results(server, browser):
+def test_real_track_upload_shows_progress_then_results(require_resource, server, browser):
+    require_resource(REAL_TRACK.is_file(), f"the real track is not here: {REAL_TRACK} (the shared dir beside the repo)")
     open_page(browser, server)
     upload(browser, REAL_TRACK)
     # the indicator appears with Essentia's stage and a ticking clock, and moves forward

@@ -6,6 +6,9 @@ Examples::
     python -m mte.train text=distilbert loss.bidirectional=false
     python -m mte.train -m loss.margin=0.05,0.1,0.2 model.embed_dim=64,128
     python -m mte.train experiment=neighborhood trainer=gpu
+
+A config that cannot run as asked (mte/train/checks.py: sizes, epochs, features, a missing checkpoint or text
+encoder, sampler ↔ loss contradictions, an empty train split) ends in one ``error: …`` line, exit status 2.
 """
 
 from __future__ import annotations

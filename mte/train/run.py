@@ -100,6 +100,9 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train (and test) one configuration; returns the flat metrics also written to ``<run dir>/metrics.json``."""
+    from mte.train.checks import check_train_config, check_train_split
+
+    check_train_config(cfg)  # one-line errors before anything slow (mte/train/checks.py)
     quiet_known_warnings()
     import pytorch_lightning as pl
     from hydra.utils import instantiate
@@ -111,6 +114,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     data = ProcessedData.load(prepare_from_config(cfg.data))
+    check_train_split(data)
     if cfg.model.get("name") in BASELINES:  # closed-form baselines (model=random|cca): no network, no trainer
         return run_baseline(cfg, data)
     model = build_model(cfg, data)

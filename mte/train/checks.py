@@ -1,0 +1,213 @@
+"""Checks of a composed training config, run before anything slow: a bad value is one line, not a traceback.
+
+Why here and not where each value is used: by the time a sampler sees ``batch_size=0`` or Lightning sees
+``max_epochs=0``, the run has prepared the data, built the model and possibly written a run dir — and some
+mistakes never fail at all (``max_epochs=0`` used to exit 0 with an untrained model's test metrics as the run's
+result; ``sampler=neighborhood`` without the intra-modal loss terms trains a different model than the user asked
+for). :func:`check_train_config` runs at the top of :func:`mte.train.run.run`; :func:`check_train_split` right
+after prepare, when the split sizes are known and before the model is built.
+
+Nothing here imports pytorch_lightning or builds a model; a Hugging Face text encoder is loaded as far as its
+config and tokenizer (seconds), through the same loader that builds the model later, so a machine without the
+weights hears so before prepare runs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from mte.cli import UserError
+
+# The opt-out for a deliberately mismatched sampler/loss pair (see check_neighborhood_consistency).
+MISMATCH_KEY = "allow_neighborhood_mismatch"
+
+
+class ConfigError(UserError):
+    """A composed config that cannot run as asked: a value out of range or settings that contradict each other."""
+
+
+def check_train_config(cfg: Mapping[str, Any]) -> None:
+    """Everything that can be judged before prepare; raises :class:`ConfigError` on the first problem."""
+    check_settings(cfg)
+    if not _is_baseline(cfg):
+        check_text_encoder(cfg.get("text") or {})
+
+
+def check_settings(cfg: Mapping[str, Any]) -> None:
+    """The values and their combinations, from the composed config alone (no file but ``ckpt_path`` is read)."""
+    model = cfg.get("model") or {}
+    baseline = _is_baseline(cfg)
+    _positive_int(model, "model.embed_dim")
+    if not baseline:
+        _positive_int(model, "model.hidden_dim")
+    data = cfg.get("data") or {}
+    check_features(data.get("features"))
+    if not baseline:
+        batch_size = _positive_int(data, "data.batch_size", minimum=2, why="in-batch negatives need other albums")
+        sampler = (cfg.get("sampler") or {}).get("name")
+        if sampler == "neighborhood" and batch_size is not None and batch_size % 2:
+            raise ConfigError(f"data.batch_size={batch_size}: sampler=neighborhood puts reviews in pairs of the "
+                              "same album, so the batch size must be even")
+        if cfg.get("train", True):
+            check_max_epochs(cfg.get("trainer") or {})
+        check_neighborhood_consistency(cfg)
+    check_ckpt_path(cfg.get("ckpt_path"))
+    if not baseline and cfg.get("train", True) and cfg.get("ckpt_path"):
+        check_resume_budget(str(cfg.get("ckpt_path")), cfg.get("trainer") or {})
+
+
+def _is_baseline(cfg: Mapping[str, Any]) -> bool:
+    """model=cca|random: closed-form baselines, with no network, loss, sampler or trainer to check."""
+    from mte.train.baselines import BASELINES
+
+    return (cfg.get("model") or {}).get("name") in BASELINES
+
+
+def _positive_int(group: Mapping[str, Any], dotted: str, minimum: int = 1, why: str = "") -> int | None:
+    """``group[key]`` as an int ≥ ``minimum`` (absent → None); anything else is a ConfigError naming the key."""
+    key = dotted.rsplit(".", 1)[-1]
+    if key not in group or group.get(key) is None:
+        return None
+    value = group.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        need = "a positive integer" if minimum == 1 else f"an integer ≥ {minimum}"
+        raise ConfigError(f"{dotted}={value!r}: must be {need}" + (f" ({why})" if why else ""))
+    return value
+
+
+def check_features(features: Any) -> None:
+    """``data.features`` names a feature set prepare knows."""
+    from mte.data.descriptors import FEATURE_SETS
+
+    if features is not None and features not in FEATURE_SETS:
+        raise ConfigError(f"data.features={features!r} is not a feature set; choose one of {', '.join(FEATURE_SETS)}")
+
+
+def check_max_epochs(trainer: Mapping[str, Any]) -> None:
+    """A training run trains: ``trainer.max_epochs`` ≥ 1 (or -1 with a positive ``trainer.max_steps``).
+
+    ``max_epochs=0`` made Lightning skip fit and the run then tested (and reported) the untrained model.
+    ``fast_dev_run`` replaces the epoch budget, so it is not judged then.
+    """
+    if trainer.get("fast_dev_run"):
+        return
+    epochs = trainer.get("max_epochs")
+    if epochs is None:
+        return  # Lightning's own default (1000 epochs)
+    steps = trainer.get("max_steps")
+    if epochs == -1 and isinstance(steps, int) and steps > 0:
+        return  # step-limited training, Lightning's way of saying "no epoch limit"
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"trainer.max_epochs={epochs!r}: a training run needs at least 1 epoch (it would report "
+                          "an untrained model's metrics); to score a checkpoint use python -m mte.evaluate ckpt_path=…")
+
+
+def check_ckpt_path(ckpt_path: Any) -> None:
+    """A checkpoint to resume from (or to test) must exist before data are prepared and a run dir is filled."""
+    if ckpt_path in (None, ""):
+        return
+    path = os.path.expanduser(str(ckpt_path))
+    if not os.path.isfile(path):
+        what = "is a directory, not a checkpoint file" if os.path.isdir(path) else "does not exist"
+        raise ConfigError(f"ckpt_path={ckpt_path} {what} (resume from <run dir>/checkpoints/last.ckpt)")
+
+
+def check_resume_budget(ckpt_path: str, trainer: Mapping[str, Any]) -> None:
+    """Resuming must leave epochs to train: ``trainer.max_epochs`` above the epochs the checkpoint already ran.
+
+    Otherwise Lightning skips fit without a word and the run reports the checkpoint's test metrics as if it had
+    trained (the same silent no-op as ``max_epochs=0``). The epochs done are Lightning's own count in the checkpoint
+    (``loops.fit_loop.epoch_progress``); the file is memory-mapped, so a large checkpoint is not read into memory.
+    """
+    epochs = trainer.get("max_epochs")
+    if trainer.get("fast_dev_run") or not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        return
+    import torch
+
+    path = os.path.expanduser(ckpt_path)
+    try:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        except RuntimeError:  # a file in torch's legacy (non-zip) format cannot be memory-mapped
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # any unreadable file: pickle, zip and torch errors differ by version
+        raise ConfigError(f"ckpt_path={ckpt_path} is not a readable checkpoint ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else 'no detail'})") from None
+    if not isinstance(ckpt, Mapping):
+        raise ConfigError(f"ckpt_path={ckpt_path} is not a training checkpoint (no Lightning state in it)")
+    progress = ((ckpt.get("loops") or {}).get("fit_loop") or {}).get("epoch_progress", {}).get("current", {})
+    done = progress.get("processed")
+    if isinstance(done, int) and epochs <= done:
+        raise ConfigError(f"trainer.max_epochs={epochs}: ckpt_path={ckpt_path} has already trained {done} epoch(s), "
+                          f"so resuming would train nothing; pass trainer.max_epochs={done + 1} or more")
+
+
+def neighborhood_terms(loss: Mapping[str, Any]) -> bool:
+    """Does the loss use the same-album pairs a neighbourhood batch holds (margin loss with λ3 or λ4 on)?"""
+    if loss.get("name") != "margin" or not loss.get("neighborhood", False):
+        return False
+    weights = list(loss.get("weights") or [])
+    return len(weights) == 4 and (float(weights[2]) != 0 or float(weights[3]) != 0)
+
+
+def check_neighborhood_consistency(cfg: Mapping[str, Any]) -> None:
+    """Neighbourhood sampling and the neighbourhood loss terms (λ3 text↔text, λ4 audio↔audio) come together.
+
+    Either without the other trains something the user did not ask for: the sampler alone only fills batches with
+    same-album pairs that no loss term reads (and that a margin or InfoNCE loss must then skip as negatives); the
+    terms alone see almost no same-album pair under random batches. A deliberate mismatch (e.g. reproducing a
+    variant of the published code) says so by name: ``allow_neighborhood_mismatch=true``.
+    """
+    if cfg.get(MISMATCH_KEY, False):
+        return
+    loss = cfg.get("loss") or {}
+    sampler = (cfg.get("sampler") or {}).get("name")
+    terms = neighborhood_terms(loss)
+    hint = f"(or {MISMATCH_KEY}=true to run it anyway)"
+    if loss.get("name") == "margin" and loss.get("neighborhood", False) and not terms:
+        raise ConfigError(f"loss.neighborhood=true with loss.weights={list(loss.get('weights') or [])}: λ3 and λ4 "
+                          "(the 3rd and 4th weights) are both 0, so there is no neighbourhood term; set one > 0")
+    if sampler == "neighborhood" and not terms:
+        why = ("loss=infonce has no neighbourhood terms" if loss.get("name") == "infonce"
+               else "loss.neighborhood=false leaves out the λ3/λ4 terms that use them")
+        fix = "sampler=random" if loss.get("name") == "infonce" else "loss.neighborhood=true or sampler=random"
+        raise ConfigError(f"sampler=neighborhood pairs every review with another of its album, but {why}: "
+                          f"pass {fix} {hint}")
+    if terms and sampler != "neighborhood":
+        raise ConfigError(f"loss.neighborhood=true needs same-album pairs in each batch, which sampler={sampler} does "
+                          f"not provide: pass sampler=neighborhood or loss.neighborhood=false {hint}")
+
+
+def check_text_encoder(text: Mapping[str, Any]) -> None:
+    """A Hugging Face text encoder must be loadable here: its config and tokenizer, via the model's own loader.
+
+    Without this, ``text=distilbert`` on a machine without the weights prepared the data and then died in a
+    traceback; the loader's one-line reason ("not in the local HF cache and no network — pass
+    text.pretrained=<local dir>") is now the whole message, exit 2.
+    """
+    name = text.get("name")
+    if name not in ("hf", "distilbert", "minilm"):
+        return
+    from mte.models.text import DEFAULT_HF_MODEL, _load_pretrained, resolve_pretrained
+
+    try:
+        path = resolve_pretrained(str(text.get("pretrained") or ("minilm" if name == "minilm" else DEFAULT_HF_MODEL)))
+        from transformers import AutoConfig, AutoTokenizer
+
+        _load_pretrained(AutoConfig, path)
+        _load_pretrained(AutoTokenizer, path)
+    except (ImportError, ValueError) as e:  # the loader's one-line reasons; ImportError: a missing extra
+        raise ConfigError(str(e).splitlines()[0]) from None
+
+
+def check_train_split(data: Any) -> None:
+    """After prepare: the train split must hold paired reviews, or there is nothing to fit (checked before the
+    model is built, so no run dir fills with an untrained model)."""
+    n_reviews = len(data.split_review_indices("train"))
+    n_tracks = len(data.split_track_indices("train"))
+    if n_reviews == 0 or n_tracks == 0:
+        paired = (getattr(data, "manifest", None) or {}).get("counts", {}).get("albums_paired", "?")
+        raise ConfigError(f"the train split of {data.root} is empty ({n_reviews} reviews, {n_tracks} tracks; "
+                          f"{paired} paired albums): the raw dir needs albums with both reviews and descriptors")
