@@ -32,6 +32,8 @@ from torch import Tensor, nn
 
 Distance = Literal["euclidean", "cosine"]
 Mining = Literal["random", "hardest"]
+NegativeSampling = Literal["other_album", "permutation"]
+Reduction = Literal["mean", "sum_of_block_means"]
 
 TERMS = ("t2a", "a2t", "tt", "aa")
 """Names of the four margin terms, in the order of the weights (λ1, λ2, λ3, λ4)."""
@@ -235,6 +237,20 @@ class MarginRankingLoss(nn.Module):
             with a single track the audio positive is that same track (distance 0), so λ4 then only pushes
             other albums' tracks beyond the margin.
 
+    The published code's quirks, each its own switch (defaults = the objective as described; the published code
+    as it ran is ``negative_sampling="permutation", intra_negatives=5, reduction="sum_of_block_means",
+    published_overwrite=True``; see :mod:`mte.models.published`, which implements these four):
+
+        negative_sampling: ``"other_album"`` (uniform over rows of other albums) or ``"permutation"`` (false pair
+            k of row i is row ``randperm(B)[i]``, one permutation per k shared by both directions: it can be the
+            anchor itself or a row of its album).
+        intra_negatives: negatives per intra-modal term (None: ``negatives``; published 5).
+        reduction: ``"mean"`` over all valid slots, or ``"sum_of_block_means"``: each of the K (2K when
+            bidirectional) negative blocks is a batch mean and the blocks are summed (≈ K × the mean).
+        published_overwrite: the published line ``if i == 0 or not neighbor: loss = …`` that replaced the loss at
+            every block: without ``neighborhood`` only the last block counts (the audio→text one when
+            bidirectional); with it the intra-modal terms are computed but discarded and all blocks are summed.
+
     ``forward(text, audio, album, generator=None)`` returns ``{"loss", "t2a", "a2t", "tt", "aa"}``; the
     ``generator`` (on ``album``'s device) makes the sampled negatives reproducible.
     """
@@ -248,6 +264,10 @@ class MarginRankingLoss(nn.Module):
         distance: Distance = "euclidean",
         mining: Mining = "random",
         neighborhood: bool = False,
+        negative_sampling: NegativeSampling = "other_album",
+        intra_negatives: int | None = None,
+        reduction: Reduction = "mean",
+        published_overwrite: bool = False,
     ) -> None:
         super().__init__()
         weights = tuple(float(w) for w in weights)
@@ -261,6 +281,20 @@ class MarginRankingLoss(nn.Module):
             raise ValueError(f"unknown mining {mining!r}; expected 'random' or 'hardest'")
         if neighborhood and weights[2] == 0 and weights[3] == 0:
             raise ValueError("neighborhood=True needs a non-zero λ3 or λ4 (weights[2], weights[3])")
+        if negative_sampling not in ("other_album", "permutation"):
+            raise ValueError(
+                f"unknown negative_sampling {negative_sampling!r}; expected 'other_album' or 'permutation'"
+            )
+        if negative_sampling == "permutation" and mining != "random":
+            raise ValueError("negative_sampling='permutation' draws random permutations; it needs mining='random'")
+        if reduction not in ("mean", "sum_of_block_means"):
+            raise ValueError(f"unknown reduction {reduction!r}; expected 'mean' or 'sum_of_block_means'")
+        if intra_negatives is not None and intra_negatives < 1:
+            raise ValueError(f"intra_negatives must be >= 1 (or null: as many as negatives), got {intra_negatives}")
+        self.negative_sampling: NegativeSampling = negative_sampling
+        self.intra_negatives = int(intra_negatives) if intra_negatives is not None else int(negatives)
+        self.reduction: Reduction = reduction
+        self.published_overwrite = bool(published_overwrite)
         self.margin = float(margin)
         self.negatives = int(negatives)
         self.bidirectional = bool(bidirectional)
@@ -276,9 +310,26 @@ class MarginRankingLoss(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return (
+        text = (
             f"margin={self.margin}, negatives={self.negatives}, weights={self.weights}, "
             f"distance={self.distance!r}, mining={self.mining!r}"
+        )
+        if self.published_blocks:
+            text += (
+                f", negative_sampling={self.negative_sampling!r}, intra_negatives={self.intra_negatives}, "
+                f"reduction={self.reduction!r}, published_overwrite={self.published_overwrite}"
+            )
+        return text
+
+    @property
+    def published_blocks(self) -> bool:
+        """True when a published-code option is on: the loss is then computed block by block
+        (:func:`mte.models.published.published_margin_loss`); otherwise by :func:`margin_ranking_loss`."""
+        return (
+            self.negative_sampling != "other_album"
+            or self.reduction != "mean"
+            or self.published_overwrite
+            or self.intra_negatives != self.negatives
         )
 
     def _negatives(self, anchors: Tensor, candidates: Tensor, album: Tensor, generator: torch.Generator | None):
@@ -309,6 +360,10 @@ class MarginRankingLoss(nn.Module):
     def forward(
         self, text: Tensor, audio: Tensor, album: Tensor, generator: torch.Generator | None = None
     ) -> dict[str, Tensor]:
+        if self.published_blocks:
+            from mte.models.published import published_margin_loss  # published imports this module
+
+            return published_margin_loss(self, text, audio, album, generator)
         indices = self.sample_indices(text, audio, album, generator)
         return margin_ranking_loss(
             text, audio, album, margin=self.margin, weights=self.weights, distance=self.distance, **indices

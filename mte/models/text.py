@@ -59,6 +59,11 @@ class BagOfWords(nn.Module):
 
     ``sparse=True`` gives the table sparse gradients (only the rows a batch used), which LazyAdam turns into
     row-wise updates; plain torch Adam/AdamW reject sparse gradients, hence off by default.
+
+    ``pooling="padded_mean"`` is the published code's mean: ``torch.mean`` over all ``padded_length`` (400)
+    positions of the left-padded review, padding (a zero vector) included — the sum of the word vectors divided by
+    400 whatever the review's length, so short reviews get short vectors. ``"mean"`` (default) averages the real
+    tokens only.
     """
 
     input_kind: InputKind = "tokens"
@@ -70,14 +75,28 @@ class BagOfWords(nn.Module):
         sparse: bool = False,
         weighting: Literal["none", "idf"] = "none",
         skip_unknown: bool = False,
+        pooling: Literal["mean", "padded_mean"] = "mean",
+        padded_length: int = 400,
     ) -> None:
         super().__init__()
         if weighting not in ("none", "idf"):
             raise ValueError(f"text.weighting must be 'none' or 'idf', got {weighting!r}")
+        if pooling not in ("mean", "padded_mean"):
+            raise ValueError(f"text.pooling must be 'mean' or 'padded_mean', got {pooling!r}")
+        if pooling == "padded_mean" and (weighting != "none" or skip_unknown):
+            raise ValueError("text.pooling=padded_mean is the published plain mean: it needs weighting=none and "
+                             "skip_unknown=false")
+        if padded_length < 1:
+            raise ValueError(f"text.padded_length must be >= 1, got {padded_length}")
         self.weighting, self.skip_unknown = weighting, skip_unknown
+        self.pooling, self.padded_length = pooling, int(padded_length)
         weighted = weighting == "idf" or skip_unknown
         self.embedding = nn.EmbeddingBag(
-            vocab_size, word_dim, mode="sum" if weighted else "mean", padding_idx=0, sparse=sparse
+            vocab_size,
+            word_dim,
+            mode="sum" if weighted or pooling == "padded_mean" else "mean",
+            padding_idx=0,
+            sparse=sparse,
         )
         # per-id weight; [PAD] 0 always, [UNK] 0 with skip_unknown; IDF values once set (ones until then)
         token_weight = torch.ones(vocab_size)
@@ -102,6 +121,8 @@ class BagOfWords(nn.Module):
             return self.embedding.weight.new_zeros(tokens.shape[0], self.out_dim)
         if self.embedding.mode == "mean":
             return self.embedding(tokens)
+        if self.pooling == "padded_mean":  # prepare cut every review at max_length (= padded_length) tokens
+            return self.embedding(tokens) / self.padded_length
         weight = self.token_weight[tokens]
         weight = weight / weight.sum(dim=1, keepdim=True).clamp(min=torch.finfo(weight.dtype).tiny)
         return self.embedding(tokens, per_sample_weights=weight.to(self.embedding.weight.dtype))
@@ -306,7 +327,7 @@ def build_text_backbone(cfg: Mapping[str, Any], vocab_size: int) -> nn.Module:
 
     Keys by ``name``:
       bow:  word_dim (300), sparse (False: sparse embedding gradients, for LazyAdam), weighting ("none" | "idf"),
-            skip_unknown (False)
+            skip_unknown (False), pooling ("mean" | "padded_mean": sum / padded_length, published), padded_length (400)
       tfidf: bow with weighting "idf" and skip_unknown True by default (a learnt map of the TF-IDF vector)
       lstm: word_dim (300), hidden (256), num_layers (1), dropout (0.0), sparse (False)
       hf:   pretrained ("distilbert-base-uncased"; a local dir or "minilm" work too), freeze (True),
@@ -321,6 +342,8 @@ def build_text_backbone(cfg: Mapping[str, Any], vocab_size: int) -> nn.Module:
             sparse=bool(cfg.get("sparse", False)),
             weighting=cfg.get("weighting", "idf" if name == "tfidf" else "none"),
             skip_unknown=bool(cfg.get("skip_unknown", name == "tfidf")),
+            pooling=cfg.get("pooling", "mean"),
+            padded_length=int(cfg.get("padded_length", 400)),
         )
     if name == "lstm":
         return BiLSTM(
