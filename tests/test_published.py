@@ -285,3 +285,88 @@ def test_padded_mean_equals_the_published_mean_over_padded_positions():
     assert not torch.allclose(plain({"tokens": ours}), bow({"tokens": ours}))
     with pytest.raises(ValueError, match="padded_mean"):
         BagOfWords(VOCAB, pooling="padded_mean", weighting="idf")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# data.split=published: descriptor files are split, so an album (and its review texts) can straddle splits
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_published_split_sizes_follow_the_documented_rule():
+    from mte.data.published_split import published_split_sizes
+
+    assert published_split_sizes(28403) == (2600, 2660)
+    assert published_split_sizes(344_000) == (2600, 2660)  # the augmented layout: the published counts as they are
+    assert published_split_sizes(2840) == (260, 266)  # a tenth of MARD: a tenth of each
+    assert published_split_sizes(3) == (1, 1)  # never an empty dev/test while there are files for them
+    assert published_split_sizes(0) == (0, 0)
+
+
+def test_published_file_split_is_a_seeded_partition_of_the_files():
+    from mte.data.published_split import published_file_split
+
+    files = [f"A{i:09d}_{j}.json" for i in range(300) for j in range(3)]
+    split = published_file_split(files, seed=0)
+    assert sorted(split["train"] + split["val"] + split["test"]) == sorted(files)
+    assert (len(split["test"]), len(split["val"])) == (82, 84)  # 900/28403 of 2600 and 2660
+    assert published_file_split(list(reversed(files)), seed=0) == split  # file order does not matter
+    assert published_file_split(files, seed=1) != split
+
+
+@pytest.fixture(scope="module")
+def published_processed(tmp_path_factory):
+    """A synthetic MARD with three descriptor files per album, prepared with data.split=published."""
+    from mte.data.prepare import PrepareConfig, prepare
+    from mte.data.synth import generate
+
+    root = tmp_path_factory.mktemp("published")
+    generate(root / "raw", albums=120, seed=3, tracks_per_album=3, quirks=False)
+    return prepare(root / "raw", PrepareConfig(split="published", features="seed169"),
+                   processed_dir=root / "processed")
+
+
+def test_published_split_is_file_level_and_its_leak_is_recorded(published_processed):
+    """Fails if whole albums are split (no album in two splits), if a track sits in two splits or none, if the
+    sizes ignore the rule, or if the manifest does not flag the leak with the right counts."""
+    import json
+
+    import polars as pl
+
+    from mte.data.processed import ProcessedData
+    from mte.data.published_split import published_split_sizes
+
+    data = ProcessedData.load(published_processed)
+    manifest = json.loads((published_processed / "manifest.json").read_text())
+    assert manifest["leaky"] is True
+    leak = manifest["leak"]
+    tracks = data.tracks
+    n_test, n_dev = published_split_sizes(len(tracks))
+    paired = tracks.filter(pl.col("split").is_not_null())
+    per_split = {name: set(paired.filter(pl.col("split") == name)["track_idx"].to_list()) for name in ("train", "val",
+                                                                                                      "test")}
+    assert leak["paired_files_val"] == len(per_split["val"]) <= n_dev
+    assert leak["paired_files_test"] == len(per_split["test"]) <= n_test
+    assert sum(len(s) for s in per_split.values()) == len(paired)  # each paired file in exactly one split
+    for name, ids in per_split.items():
+        assert set(data.split_track_indices(name).tolist()) == ids
+    albums = {name: set(data.split_albums(name)) for name in ("train", "val", "test")}
+    assert leak["albums_train_val"] == len(albums["train"] & albums["val"]) > 0  # the leak exists here …
+    assert leak["albums_train_test"] == len(albums["train"] & albums["test"])
+    # … and is what it says: the same review is a training row and a dev row
+    shared = set(data.split_review_indices("train").tolist()) & set(data.split_review_indices("val").tolist())
+    assert shared and leak["albums_val_also_in_train_share_pct"] > 0
+
+
+def test_published_training_pairs_use_train_files_only(published_processed):
+    """Fails if a training review is paired with a dev/test file of its album (the pair index must be per split)."""
+    import polars as pl
+
+    from mte.data.datamodule import MardDataModule
+
+    dm = MardDataModule(published_processed, batch_size=16, sampler="random", seed=0, standardize=False)
+    split = dm.data.tracks["split"]
+    batches = list(dm.train_dataloader().batch_sampler)
+    tracks = torch.as_tensor([int(row[1]) for batch in batches for row in batch])
+    assert len(tracks) == len(dm.split_reviews("train"))
+    assert set(split.gather(pl.Series(tracks.numpy())).to_list()) == {"train"}
+    assert (dm.track_album[tracks.numpy()] == dm.review_album[[int(r[0]) for b in batches for r in b]]).all()

@@ -68,7 +68,7 @@ __all__ = [
 # Bump when the processed format or the way it is computed changes: old cache dirs then stop matching.
 FORMAT_VERSION = 1
 FEATURE_SETS = ("seed169", "seed369", "lowlevel_all")  # == mte.data.descriptors.FEATURE_SETS (a test checks)
-SPLIT_METHODS = ("album", "paper")
+SPLIT_METHODS = ("album", "paper", "published")  # published: mte/data/published_split.py
 TEXT_FIELDS = {"summary": "summary", "reviewText": "text"}  # raw MARD key → reviews.parquet column
 MANIFEST = "manifest.json"
 OUTPUT_NAMES = (
@@ -479,6 +479,11 @@ def _build(
     manifest["stage_s"] = stages.seconds
     if ref is not None:
         manifest["reference"] = ref.record()
+    if config.split == "published" and ref is None:  # reviews straddle splits on purpose: say so, and how much
+        from mte.data.published_split import leak_record
+
+        manifest["leaky"] = True
+        manifest["leak"] = leak_record(tracks, splits)
     part = out / (MANIFEST + ".part")
     _write_json(part, manifest)
     os.replace(part, out / MANIFEST)  # last: its presence marks the dir complete
@@ -498,11 +503,16 @@ def _join_and_split(
 
     albums = _albums_frame(meta, reviews, tracks)
     paired_ids = albums.filter(pl.col("paired"))["amazon_id"].to_list()
+    published = config.split == "published" and not all_test  # file-level, leaky: mte/data/published_split.py
     if all_test:
         splits = {"train": [], "val": [], "test": sorted(paired_ids)}
+    elif published:
+        from mte.data.published_split import apply_published_split
+
+        splits, published_map, published_tracks = apply_published_split(tracks, paired_ids, config.split_seed)
     else:
         splits = make_splits(paired_ids, config.split, config.split_fractions, config.split_seed)
-    split_map = split_of_album(splits)
+    split_map = published_map if published else split_of_album(splits)
     split_df = pl.DataFrame(
         {"amazon_id": list(split_map), "split": list(split_map.values())},
         schema={"amazon_id": pl.String, "split": pl.String},
@@ -519,7 +529,8 @@ def _join_and_split(
         .join(paired_df, on="amazon_id", how="left", maintain_order="left")
         .with_columns(pl.col("paired").fill_null(False))
     )
-    tracks = tracks.join(split_df, on="amazon_id", how="left").sort(["amazon_id", "mbid"])
+    tracks = published_tracks if published else tracks.join(split_df, on="amazon_id", how="left").sort(
+        ["amazon_id", "mbid"])
     matrix = matrix[tracks["row"].to_numpy()]
     return albums, reviews, tracks, matrix, splits
 

@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterable, Sequence
 
 SPLITS = ("train", "val", "test")
-SPLIT_METHODS = ("album", "paper")
+SPLIT_METHODS = ("album", "paper", "published")  # published: file-level, built by mte/data/published_split.py
 # The published project held out 10% of albums as its dev set and reported that one held-out set.
 PAPER_FRACTIONS = (0.9, 0.1)
 
@@ -85,6 +85,8 @@ def make_splits(
         return album_split(album_ids, fractions, seed)
     if method == "paper":
         return paper_split(album_ids, seed)
+    if method == "published":  # splits files, not albums: needs the tracks table
+        raise ValueError("split=published splits descriptor files: see mte.data.published_split.apply_published_split")
     raise ValueError(f"unknown split {method!r}; choose one of {', '.join(SPLIT_METHODS)}")
 
 
