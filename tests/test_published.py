@@ -438,7 +438,8 @@ def test_every_paper_code_row_trains_one_epoch(tmp_path):
     rows = ",".join(f"paper_code/{row}" for row in PAPER_CODE_ROWS)
     run_module(
         "mte.train", "-m", f"experiment={rows}", "trainer.max_epochs=1", "data.synthetic.albums=120",
-        "logger=csv", "trainer.log_every_n_steps=1", f"++text.pretrained={tiny}", f"hydra.sweep.dir={sweep}", timeout=900,
+        "logger=csv", "trainer.log_every_n_steps=1", f"++text.pretrained={tiny}", f"hydra.sweep.dir={sweep}",
+        timeout=900,
     )
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert len(jobs) == len(PAPER_CODE_ROWS)
