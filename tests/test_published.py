@@ -249,6 +249,21 @@ def test_default_margin_loss_takes_the_described_path():
     torch.testing.assert_close(out["loss"], again["loss"])
 
 
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_sum_of_block_means_is_k_times_the_described_mean(bidirectional):
+    """Only the reduction switched (album-aware negatives, no overwrite): the same draws give K × the described
+    loss. Fails if a block is dropped, double-counted, or the blocks use other negatives than the described loss."""
+    text, audio = toy_rows(seed=6)
+    t, a = ToyTwoBranch(seed=5)(text, audio)
+    k = 4
+    described = MarginRankingLoss(margin=0.8, negatives=k, bidirectional=bidirectional)
+    summed = MarginRankingLoss(margin=0.8, negatives=k, bidirectional=bidirectional, reduction="sum_of_block_means")
+    expected = described(t, a, ALBUM, generator=torch.Generator().manual_seed(1))
+    got = summed(t, a, ALBUM, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(got["loss"], k * expected["loss"])
+    torch.testing.assert_close(got["t2a"], expected["t2a"])
+
+
 def test_published_options_are_validated():
     with pytest.raises(ValueError, match="negative_sampling"):
         MarginRankingLoss(negative_sampling="random")
