@@ -329,7 +329,7 @@ class MarginRankingLoss(nn.Module):
             self.negative_sampling != "other_album"
             or self.reduction != "mean"
             or self.published_overwrite
-            or self.intra_negatives != self.negatives
+            or (self.neighborhood and self.intra_negatives != self.negatives)
         )
 
     def _negatives(self, anchors: Tensor, candidates: Tensor, album: Tensor, generator: torch.Generator | None):

@@ -256,7 +256,7 @@ def published_margin_loss(
         "tt": mean_of(tt),
         "aa": mean_of(aa),
     }
-    weighted_blocks = [w * b for _, w, b in blocks if w != 0]
+    weighted_blocks = [w * b for _, w, b in blocks if w != 0] or [zero]
     if loss.published_overwrite and not loss.neighborhood:
         total = weighted_blocks[-1]
     elif loss.published_overwrite:
