@@ -285,10 +285,10 @@ def text_inputs(batch: dict[str, Any]) -> dict[str, Any]:
 
 def literal_loss(model: Any, batch: dict[str, Any], indices: dict[str, Any]) -> Any:
     """The published loss of a batch under ``model``'s encoders and loss settings (see mte.models.reembedding)."""
-    from mte.models.reembedding import literal_published_loss
+    from mte.models.reembedding import reembedded_margin_loss
 
     loss_fn = model.loss
-    return literal_published_loss(
+    return reembedded_margin_loss(
         model.embed_text,
         model.embed_audio,
         text_inputs(batch),

@@ -1,4 +1,4 @@
-"""Losses: the embed-once margin loss equals a literal re-implementation of the published one, plus sanity checks."""
+"""Losses: the embed-once margin loss equals re-embedding every copy (mte.models.reembedding), plus sanity checks."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from mte.models.losses import (
     sample_negatives,
     sample_positives,
 )
-from mte.models.reembedding import literal_published_loss
+from mte.models.reembedding import reembedded_margin_loss
 
 # ----------------------------------------------------------------------------------------------------------------
 # the literal reference (mte.models.reembedding): duplicate the raw inputs of every triple and re-embed each copy
@@ -54,7 +54,7 @@ def make_batch(seed: int = 0, n_text: int = 10, n_audio: int = 7):
 @pytest.mark.parametrize("bidirectional", [True, False])
 @pytest.mark.parametrize("neighborhood", [True, False])
 @pytest.mark.parametrize("mining", ["random", "hardest"])
-def test_value_and_gradients_equal_the_literal_published_loss(distance, bidirectional, neighborhood, mining):
+def test_value_and_gradients_equal_the_reembedded_margin_loss(distance, bidirectional, neighborhood, mining):
     text_encoder, audio_encoder, text_inputs, audio_inputs = make_batch()
     # a big margin so that most hinge terms are active and the gradients are not trivially 0
     loss_fn = MarginRankingLoss(
@@ -71,7 +71,7 @@ def test_value_and_gradients_equal_the_literal_published_loss(distance, bidirect
     ours = margin_ranking_loss(text, audio, ALBUM, margin=0.8, weights=loss_fn.weights, distance=distance, **indices)[
         "loss"
     ]
-    reference = literal_published_loss(
+    reference = reembedded_margin_loss(
         text_encoder,
         audio_encoder,
         text_inputs,

@@ -47,7 +47,7 @@ def test_split_sizes_and_determinism() -> None:
     assert a != album_split(ids, FRACTIONS, seed=4)
     p = paper_split(ids, seed=0)
     assert len(p["train"]) == 90 and p["val"] == p["test"] and len(p["val"]) == 10
-    assert SPLIT_METHODS == ("album", "artist", "paper")
+    assert SPLIT_METHODS == ("album", "artist", "paper", "published")
 
 
 # ------------------------------------------------------------------------------------------- grouping rules

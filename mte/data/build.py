@@ -125,6 +125,11 @@ def build(
     manifest["stage_s"] = stages.seconds
     if ref is not None:
         manifest["reference"] = ref.record()
+    if config.split == "published" and ref is None:  # reviews straddle splits on purpose: say so, and how much
+        from mte.data.published_split import leak_record
+
+        manifest["leaky"] = True
+        manifest["leak"] = leak_record(tracks, splits)
     part = out / (MANIFEST + ".part")
     write_json(part, manifest)
     os.replace(part, out / MANIFEST)  # last: its presence marks the dir complete
@@ -144,15 +149,20 @@ def _join_and_split(
 
     albums = _albums_frame(meta, reviews, tracks)
     paired_ids = albums.filter(pl.col("paired"))["amazon_id"].to_list()
+    published = config.split == "published" and not all_test  # file-level, leaky: mte/data/published_split.py
     if all_test:
         splits = {"train": [], "val": [], "test": sorted(paired_ids)}
+    elif published:
+        from mte.data.published_split import apply_published_split
+
+        splits, published_map, published_tracks = apply_published_split(tracks, paired_ids, config.split_seed)
     else:
         artists = None
         if config.split == "artist":
             rows = albums.filter(pl.col("paired")).select("amazon_id", "artist_mbid", "artist").iter_rows()
             artists = {aid: (mbid, name) for aid, mbid, name in rows}
         splits = make_splits(paired_ids, config.split, config.split_fractions, config.split_seed, artists)
-    split_map = split_of_album(splits)
+    split_map = published_map if published else split_of_album(splits)
     split_df = pl.DataFrame(
         {"amazon_id": list(split_map), "split": list(split_map.values())},
         schema={"amazon_id": pl.String, "split": pl.String},
@@ -169,7 +179,10 @@ def _join_and_split(
         .join(paired_df, on="amazon_id", how="left", maintain_order="left")
         .with_columns(pl.col("paired").fill_null(False))
     )
-    tracks = tracks.join(split_df, on="amazon_id", how="left").sort(["amazon_id", "mbid"])
+    if published:
+        tracks = published_tracks
+    else:
+        tracks = tracks.join(split_df, on="amazon_id", how="left").sort(["amazon_id", "mbid"])
     matrix = matrix[tracks["row"].to_numpy()]
     return albums, reviews, tracks, matrix, splits
 

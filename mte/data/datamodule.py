@@ -225,11 +225,14 @@ class MardDataModule(pl.LightningDataModule):
         return self.data.split_track_indices(split)
 
     def pair_index(self, split: str = "train") -> PairIndex:
+        """Reviews of ``split`` and, per album, its tracks *of that split* (all of the album's for album-level
+        splits; the split's own files with data.split=published, stored contiguously per album and split)."""
         reviews = self.split_reviews(split)
         n_albums = len(self.data.albums)
-        counts = np.bincount(self.track_album, minlength=n_albums)
+        tracks = self.split_tracks(split)
+        counts = np.bincount(self.track_album[tracks], minlength=n_albums)
         starts = np.zeros(n_albums, dtype=np.int64)
-        np.cumsum(counts[:-1], out=starts[1:])
+        starts[self.track_album[tracks][::-1]] = tracks[::-1]  # the first track of each album (reversed: first wins)
         return PairIndex(reviews, self.review_album[reviews], starts, counts)
 
     # -- loaders -----------------------------------------------------------------------------------------------

@@ -92,7 +92,14 @@ class ProcessedData:
         return self._rows_of(self.reviews, split)
 
     def split_track_indices(self, split: str) -> np.ndarray:
-        """track_idx of the tracks of ``split`` (int64, ascending); works for the paper split too."""
+        """track_idx of the tracks of ``split`` (int64, ascending); works for the paper split too.
+
+        With ``data.split=published`` files, not albums, are split: a track is in its own ``split`` only."""
+        if self.manifest.get("config", {}).get("split") == "published":
+            if split not in SPLITS:
+                raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+            return np.flatnonzero((self.tracks.get_column("split") == split).fill_null(False).to_numpy()).astype(
+                np.int64)
         return self._rows_of(self.tracks, split)
 
     def _rows_of(self, table: pl.DataFrame, split: str) -> np.ndarray:

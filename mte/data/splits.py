@@ -174,6 +174,8 @@ def make_splits(
         return artist_split({aid: known.get(aid, (None, None)) for aid in ids}, fractions, seed)
     if method == "paper":
         return paper_split(album_ids, seed)
+    if method == "published":  # splits files, not albums: needs the tracks table
+        raise ValueError("split=published splits descriptor files: see mte.data.published_split.apply_published_split")
     raise ValueError(f"unknown split {method!r}; choose one of {', '.join(SPLIT_METHODS)}")
 
 

@@ -32,6 +32,8 @@ from torch import Tensor, nn
 
 Distance = Literal["euclidean", "cosine"]
 Mining = Literal["random", "hardest"]
+NegativeSampling = Literal["other_album", "permutation"]
+Reduction = Literal["mean", "sum_of_block_means"]
 
 TERMS = ("t2a", "a2t", "tt", "aa")
 """Names of the four margin terms, in the order of the weights (λ1, λ2, λ3, λ4)."""
@@ -235,6 +237,20 @@ class MarginRankingLoss(nn.Module):
             with a single track the audio positive is that same track (distance 0), so λ4 then only pushes
             other albums' tracks beyond the margin.
 
+    The published code's quirks, each its own switch (defaults = the objective as described; the published code
+    as it ran is ``negative_sampling="permutation", intra_negatives=5, reduction="sum_of_block_means",
+    published_overwrite=True``; see :mod:`mte.models.published`, which implements these four):
+
+        negative_sampling: ``"other_album"`` (uniform over rows of other albums) or ``"permutation"`` (false pair
+            k of row i is row ``randperm(B)[i]``, one permutation per k shared by both directions: it can be the
+            anchor itself or a row of its album).
+        intra_negatives: negatives per intra-modal term (None: ``negatives``; published 5).
+        reduction: ``"mean"`` over all valid slots, or ``"sum_of_block_means"``: each of the K (2K when
+            bidirectional) negative blocks is a batch mean and the blocks are summed (≈ K × the mean).
+        published_overwrite: the published line ``if i == 0 or not neighbor: loss = …`` that replaced the loss at
+            every block: without ``neighborhood`` only the last block counts (the audio→text one when
+            bidirectional); with it the intra-modal terms are computed but discarded and all blocks are summed.
+
     ``forward(text, audio, album, generator=None)`` returns ``{"loss", "t2a", "a2t", "tt", "aa"}``; the
     ``generator`` (on ``album``'s device) makes the sampled negatives reproducible.
     """
@@ -248,6 +264,10 @@ class MarginRankingLoss(nn.Module):
         distance: Distance = "euclidean",
         mining: Mining = "random",
         neighborhood: bool = False,
+        negative_sampling: NegativeSampling = "other_album",
+        intra_negatives: int | None = None,
+        reduction: Reduction = "mean",
+        published_overwrite: bool = False,
     ) -> None:
         super().__init__()
         weights = tuple(float(w) for w in weights)
@@ -261,6 +281,20 @@ class MarginRankingLoss(nn.Module):
             raise ValueError(f"unknown mining {mining!r}; expected 'random' or 'hardest'")
         if neighborhood and weights[2] == 0 and weights[3] == 0:
             raise ValueError("neighborhood=True needs a non-zero λ3 or λ4 (weights[2], weights[3])")
+        if negative_sampling not in ("other_album", "permutation"):
+            raise ValueError(
+                f"unknown negative_sampling {negative_sampling!r}; expected 'other_album' or 'permutation'"
+            )
+        if negative_sampling == "permutation" and mining != "random":
+            raise ValueError("negative_sampling='permutation' draws random permutations; it needs mining='random'")
+        if reduction not in ("mean", "sum_of_block_means"):
+            raise ValueError(f"unknown reduction {reduction!r}; expected 'mean' or 'sum_of_block_means'")
+        if intra_negatives is not None and intra_negatives < 1:
+            raise ValueError(f"intra_negatives must be >= 1 (or null: as many as negatives), got {intra_negatives}")
+        self.negative_sampling: NegativeSampling = negative_sampling
+        self.intra_negatives = int(intra_negatives) if intra_negatives is not None else int(negatives)
+        self.reduction: Reduction = reduction
+        self.published_overwrite = bool(published_overwrite)
         self.margin = float(margin)
         self.negatives = int(negatives)
         self.bidirectional = bool(bidirectional)
@@ -276,9 +310,26 @@ class MarginRankingLoss(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return (
+        text = (
             f"margin={self.margin}, negatives={self.negatives}, weights={self.weights}, "
             f"distance={self.distance!r}, mining={self.mining!r}"
+        )
+        if self.published_blocks:
+            text += (
+                f", negative_sampling={self.negative_sampling!r}, intra_negatives={self.intra_negatives}, "
+                f"reduction={self.reduction!r}, published_overwrite={self.published_overwrite}"
+            )
+        return text
+
+    @property
+    def published_blocks(self) -> bool:
+        """True when a published-code option is on: the loss is then computed block by block
+        (:func:`mte.models.published.published_margin_loss`); otherwise by :func:`margin_ranking_loss`."""
+        return (
+            self.negative_sampling != "other_album"
+            or self.reduction != "mean"
+            or self.published_overwrite
+            or (self.neighborhood and self.intra_negatives != self.negatives)
         )
 
     def _negatives(self, anchors: Tensor, candidates: Tensor, album: Tensor, generator: torch.Generator | None):
@@ -309,6 +360,10 @@ class MarginRankingLoss(nn.Module):
     def forward(
         self, text: Tensor, audio: Tensor, album: Tensor, generator: torch.Generator | None = None
     ) -> dict[str, Tensor]:
+        if self.published_blocks:
+            from mte.models.published import published_margin_loss  # published imports this module
+
+            return published_margin_loss(self, text, audio, album, generator)
         indices = self.sample_indices(text, audio, album, generator)
         return margin_ranking_loss(
             text, audio, album, margin=self.margin, weights=self.weights, distance=self.distance, **indices
@@ -320,16 +375,26 @@ class MarginRankingLoss(nn.Module):
 # --------------------------------------------------------------------------------------------------------------
 
 
-def info_nce_loss(text: Tensor, audio: Tensor, album: Tensor, logit_scale: Tensor) -> dict[str, Tensor]:
+def info_nce_loss(
+    text: Tensor, audio: Tensor, album: Tensor, logit_scale: Tensor, margin: float = 0.0
+) -> dict[str, Tensor]:
     """Symmetric CLIP cross-entropy where other rows of the *same album* are not negatives.
 
-    ``logits[i, j] = logit_scale · text_i·audio_j``; entries (i, j ≠ i) with ``album[j] == album[i]`` are set
-    to −inf before the softmax, so two reviews of one album in a batch are not pushed apart (plain CLIP would
-    treat the second one as a false negative). ``logit_scale`` is the multiplier itself (1/temperature).
+    ``logits[i, j] = logit_scale · (text_i·audio_j − margin·[i = j])``; entries (i, j ≠ i) with
+    ``album[j] == album[i]`` are set to −inf before the softmax, so two reviews of one album in a batch are not
+    pushed apart (plain CLIP would treat the second one as a false negative). ``logit_scale`` is the multiplier
+    itself (1/temperature).
+
+    ``margin`` is an additive cosine margin on the true pair (as in CosFace / AM-softmax): the true pair must beat
+    every negative by ``margin`` in cosine similarity before its loss flattens out, which is what ``loss.margin``
+    means for the margin ranking loss too. ``margin=0`` is plain InfoNCE.
 
     Returns ``{"loss": (t2a + a2t) / 2, "t2a", "a2t"}``, each a mean over the B rows.
     """
-    logits = logit_scale * (text @ audio.T)
+    similarity = text @ audio.T
+    if margin:
+        similarity = similarity - margin * torch.eye(len(text), dtype=similarity.dtype, device=similarity.device)
+    logits = logit_scale * similarity
     same_album = album[:, None] == album[None, :]
     same_album.fill_diagonal_(False)
     logits = logits.masked_fill(same_album, -math.inf)
@@ -354,10 +419,14 @@ class InfoNCELoss(nn.Module):
         learn_temperature: bool = True,
         max_logit_scale: float = 100.0,
         bidirectional: bool = True,
+        margin: float = 0.0,
     ) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0.0 <= margin < 2.0:
+            raise ValueError(f"margin is a cosine-similarity margin in [0, 2), got {margin}")
+        self.margin = float(margin)
         # False: only the text→audio cross-entropy, the counterpart of the margin loss's unidirectional mode
         self.bidirectional = bidirectional
         self.max_log_scale = math.log(max_logit_scale)
@@ -373,7 +442,64 @@ class InfoNCELoss(nn.Module):
         """``generator`` is unused (nothing is sampled); it keeps the signature of :class:`MarginRankingLoss`."""
         with torch.no_grad():
             self.logit_scale.clamp_(0.0, self.max_log_scale)
-        terms = info_nce_loss(text, audio, album, self.logit_scale.exp().to(text.dtype))
+        terms = info_nce_loss(text, audio, album, self.logit_scale.exp().to(text.dtype), self.margin)
         if not self.bidirectional:
             terms = {**terms, "loss": terms["t2a"], "a2t": torch.zeros_like(terms["a2t"])}
         return terms
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sigmoid (SigLIP)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def sigmoid_loss(
+    text: Tensor, audio: Tensor, album: Tensor, logit_scale: Tensor, logit_bias: Tensor
+) -> dict[str, Tensor]:
+    """SigLIP's pairwise sigmoid loss: every (review i, track j) pair of the batch is one binary decision.
+
+    ``z_ij = logit_scale · text_i·audio_j + logit_bias``; the pair is a match (label +1) when both come from the
+    same album — the true pair and any other pair of that album in the batch — else −1, and
+    ``loss = −(1/B) Σ_ij log σ(label_ij · z_ij)`` (Zhai et al., 2023). Unlike InfoNCE no softmax couples the rows, so
+    same-album pairs need no masking: they are simply positives. Returns ``{"loss", "positive", "negative"}``: the
+    loss and its two parts (matching and non-matching pairs), each normalised by B like the loss.
+    """
+    logits = logit_scale * (text @ audio.T) + logit_bias
+    match = album[:, None] == album[None, :]
+    signed = torch.where(match, logits, -logits)
+    per_pair = -F.logsigmoid(signed)
+    batch = text.shape[0]
+    positive = per_pair.masked_fill(~match, 0.0).sum() / batch
+    negative = per_pair.masked_fill(match, 0.0).sum() / batch
+    return {"loss": positive + negative, "positive": positive, "negative": negative}
+
+
+class SigmoidLoss(nn.Module):
+    """The pairwise sigmoid loss of SigLIP with a learnable temperature and bias (see :func:`sigmoid_loss`).
+
+    Initialised as in SigLIP (``logit_scale = 10``, ``logit_bias = −10``): with B−1 negatives per positive in a
+    batch, the bias starts the model off predicting "no match", which keeps the early loss from being dominated by
+    the many easy negatives. The log-scale is clamped like :class:`InfoNCELoss`'s.
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        bias: float = -10.0,
+        learn_temperature: bool = True,
+        max_logit_scale: float = 100.0,
+    ) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.max_log_scale = math.log(max_logit_scale)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)), requires_grad=learn_temperature)
+        self.logit_bias = nn.Parameter(torch.tensor(float(bias)), requires_grad=learn_temperature)
+
+    def forward(
+        self, text: Tensor, audio: Tensor, album: Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """``generator`` is unused (nothing is sampled); it keeps the signature of :class:`MarginRankingLoss`."""
+        with torch.no_grad():
+            self.logit_scale.clamp_(0.0, self.max_log_scale)
+        return sigmoid_loss(text, audio, album, self.logit_scale.exp().to(text.dtype), self.logit_bias.to(text.dtype))

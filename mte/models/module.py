@@ -16,7 +16,7 @@ from torch import nn
 
 from mte.models.audio import build_audio_encoder
 from mte.models.heads import ProjectionHead
-from mte.models.losses import InfoNCELoss, MarginRankingLoss
+from mte.models.losses import InfoNCELoss, MarginRankingLoss, SigmoidLoss
 from mte.models.text import build_text_backbone
 from mte.train.optim import LazyAdam
 
@@ -24,13 +24,12 @@ Batch = dict[str, Any]
 
 
 def build_loss(cfg: Mapping[str, Any]) -> nn.Module:
-    """The ranking loss named by ``cfg['name']`` (``margin`` | ``infonce``), configured by the other keys."""
-    options = {k: v for k, v in cfg.items() if k != "name"}
-    if cfg["name"] == "margin":
-        return MarginRankingLoss(**options)
-    if cfg["name"] == "infonce":
-        return InfoNCELoss(**options)
-    raise ValueError(f"unknown loss {cfg['name']!r}; choose 'margin' or 'infonce'")
+    """The ranking loss named by ``cfg['name']`` (``margin`` | ``infonce`` | ``sigmoid``), configured by the other
+    keys."""
+    losses: dict[str, type[nn.Module]] = {"margin": MarginRankingLoss, "infonce": InfoNCELoss, "sigmoid": SigmoidLoss}
+    if cfg["name"] not in losses:
+        raise ValueError(f"unknown loss {cfg['name']!r}; choose one of {', '.join(losses)}")
+    return losses[cfg["name"]](**{k: v for k, v in cfg.items() if k != "name"})
 
 
 def _plain(cfg: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -1,4 +1,7 @@
-"""The published training objective, implemented literally — a yardstick, not something to train with.
+"""The margin loss as *described*, computed by re-embedding every copy — a yardstick, not something to train with.
+
+(The published step as it actually *ran* — permutation negatives, blocks, the loss overwritten per block — is
+:func:`mte.models.published.published_step`. This module checks only that embedding each item once changes nothing.)
 
 ``mte.models.losses.margin_ranking_loss`` embeds every item of a batch once and gathers the K false pairs of each true
 pair by index from the B×B distance matrix. The published code did it the expensive way: for each true pair and
@@ -57,7 +60,7 @@ def _triples(positive_rows: Tensor, negatives: Tensor) -> tuple[Tensor, Tensor, 
     return anchors[valid], positives[valid], negatives[valid]
 
 
-def literal_published_loss(
+def reembedded_margin_loss(
     text_encoder: Encoder,
     audio_encoder: Encoder,
     text_inputs: Inputs,
@@ -73,7 +76,7 @@ def literal_published_loss(
     weights: Sequence[float] = (1.0, 1.0, 0.0, 0.0),
     distance: Distance = "euclidean",
 ) -> Tensor:
-    """The published loss: duplicate the raw inputs of every triple, re-embed each copy, average the hinges.
+    """The described loss, re-embedded: duplicate the raw inputs of every triple, re-embed each copy, average.
 
     Takes the same index arguments as :func:`mte.models.losses.margin_ranking_loss` (−1 = ignored slot) and returns its
     ``"loss"``: ``Σ_d λ_d · mean over the triples of direction d of max(0, margin + d(a, p) − d(a, n))``, where

@@ -70,7 +70,7 @@ def build_model(cfg: DictConfig, data: Any):
 
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     data_cfg["processed_dir"] = str(data.root.resolve())  # the checkpoint then knows its data
-    return EmbeddingModel(
+    model = EmbeddingModel(
         text=cfg.text,
         audio=cfg.audio,
         model=cfg.model,
@@ -79,6 +79,21 @@ def build_model(cfg: DictConfig, data: Any):
         audio_dim=len(data.feature_names),
         data=data_cfg,
     )
+    fit_text_statistics(model.text_backbone, data)
+    return model
+
+
+def fit_text_statistics(backbone: Any, data: Any) -> None:
+    """What a text backbone learns from the training reviews before training (the IDF weights of text=tfidf):
+    from the train split only, so held-out reviews never shape the model; saved with it as a buffer."""
+    from mte.models.text import document_frequencies
+
+    if getattr(backbone, "weighting", "none") != "idf":
+        return
+    rows = data.split_review_indices("train")
+    tokens = data.reviews.get_column("tokens").gather(rows).to_list()
+    vocab_size = backbone.embedding.num_embeddings
+    backbone.set_document_frequencies(document_frequencies(tokens, vocab_size), len(tokens))
 
 
 def build_callbacks(cfg: DictConfig | None) -> list[Any]:
