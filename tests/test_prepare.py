@@ -230,14 +230,12 @@ def test_other_feature_sets(raw: Path, tmp_path: Path, features: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- caching
-def test_cache_hit_same_dir_fast_and_config_changes_key(raw: Path, tmp_path: Path) -> None:
+def test_cache_hit_same_dir_and_config_changes_key(raw: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     first = prepare(raw, PrepareConfig(workers=1), cache_dir=cache, verbose=False)
     assert first.parent == cache / "processed"
     stamp = (first / "manifest.json").stat().st_mtime_ns
-    t0 = time.perf_counter()
     second = prepare(raw, PrepareConfig(workers=1), cache_dir=cache, verbose=False)
-    assert time.perf_counter() - t0 < 1.0
     assert second == first and (first / "manifest.json").stat().st_mtime_ns == stamp
     # workers do not change the output, so they do not change the key
     assert prepare(raw, PrepareConfig(workers=2), cache_dir=cache, verbose=False) == first
@@ -279,9 +277,8 @@ def test_cache_hit_imports_no_heavy_modules(processed: Path, raw: Path) -> None:
         "print(dt, [m for m in ('polars', 'numpy', 'torch', 'pytorch_lightning') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
-    dt, loaded = out.stdout.split(" ", 1)
-    assert loaded.strip() == "[]"
-    assert float(dt) < 1.0
+    _, loaded = out.stdout.split(" ", 1)
+    assert loaded.strip() == "[]"  # the speed of a hit (scripts/bench_prepare.py prints it) comes from this
 
 
 # ---------------------------------------------------------------------------------------------- atomicity

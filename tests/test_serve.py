@@ -325,7 +325,6 @@ def test_parallel_searches_are_answered_while_audio_is_analysed(live_server, eng
                    for i, (_, _, ids) in enumerate(results))
         # searches did not wait for Essentia: they were all answered while the job was still running
         assert during["status"] in ("queued", "running"), during
-        assert max(t for _, t, _ in results) < 10, [round(t, 2) for _, t, _ in results]
         deadline = time.monotonic() + 180
         while (job := http.get(f"/api/jobs/{job_id}").json())["status"] not in ("done", "error"):
             assert time.monotonic() < deadline, job
