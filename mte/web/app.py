@@ -34,7 +34,8 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from mte.search.engine import SearchEngine, SearchError
+from mte.search.engine import SearchEngine
+from mte.search.errors import SearchError
 from mte.search.essentia import essentia_available
 from mte.web.extract import ExtractionError, run_extraction, stop_all
 from mte.web.jobs import JobManager, Progress, QueueFull
