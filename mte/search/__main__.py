@@ -100,8 +100,9 @@ def _search(cfg: DictConfig, mode: str, value: Any, k: int) -> dict[str, Any]:
     if index_dir == "auto":
         index_dir = find_index_dir(ckpt, raw_dir) if ckpt.is_file() else None
     engine = SearchEngine.from_checkpoint(
-        ckpt, index_dir, processed_dir=cfg.get("processed_dir"), raw_dir=raw_dir, cache_dir=data.get("cache_dir") or None,
-        workers=int(data.get("workers") or 0), device=str(cfg.get("device", "cpu")), progress=progress,
+        ckpt, index_dir, processed_dir=cfg.get("processed_dir"), raw_dir=raw_dir,
+        cache_dir=data.get("cache_dir") or None, workers=int(data.get("workers") or 0),
+        device=str(cfg.get("device", "cpu")), progress=progress,
     )
     if mode == "query":
         result: dict[str, Any] = {"query": value, "albums": engine.by_text(value, k)}
