@@ -79,14 +79,15 @@ class LoadedModel:
         return self._data
 
     def prepare_raw_dir(
-        self, raw_dir: str | Path, cache_dir: str | Path | None = None, workers: int = 0
+        self, raw_dir: str | Path, cache_dir: str | Path | None = None, workers: int = 0, verbose: bool = True
     ) -> ProcessedData:
         """Another MARD-format dir, prepared (cached) with this model's contract — its vocabulary, feature set and
-        statistics, text fields; every paired album in ``test`` — and loaded. Needs only the checkpoint."""
+        statistics, text fields; every paired album in ``test`` — and loaded. Needs only the checkpoint.
+        ``verbose``: prepare's summary line on stdout."""
         from mte.data.prepare import PrepareConfig, prepare
 
         path = prepare(raw_dir, PrepareConfig(workers=workers), cache_dir=cache_dir,
-                       reference=self.reference_dir(cache_dir))
+                       reference=self.reference_dir(cache_dir), verbose=verbose)
         data = ProcessedData.load(path)
         self.contract.check(data, same_splits=False)
         return data

@@ -109,7 +109,8 @@ class SearchEngine:
         data = None
         if raw_dir is not None:
             say(f"preparing {raw_dir} with the model's input contract")
-            data = loaded.prepare_raw_dir(raw_dir, cache_dir, workers)
+            data = loaded.prepare_raw_dir(raw_dir, cache_dir, workers, verbose=False)  # stdout is for results
+            say(f"gallery: {len(data.albums)} albums, {len(data.reviews)} reviews of {raw_dir} ({data.root})")
         elif index_dir is None or processed_dir is not None:
             data = loaded.data
         if data is not None:
