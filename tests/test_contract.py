@@ -180,6 +180,13 @@ def test_search_and_export_take_their_gallery_from_another_dir(untrained_ckpt: P
     torch.testing.assert_close(again.gallery.album_emb, engine.gallery.album_emb, rtol=0, atol=0)
     with pytest.raises(Exception, match="other data"):  # the other dir's export is not the training data's
         SearchEngine.from_checkpoint(ckpt, out)
+    from fastapi.testclient import TestClient
+
+    from mte.web.app import create_app
+
+    with TestClient(create_app(again)) as client:  # the page says whose albums it searches
+        info = client.get("/api/info").json()
+    assert info["description"].endswith(f"reviews of {other_raw.name}") and str(other_raw) in info["gallery"]
 
 
 # --------------------------------------------------------------------------------------------------------------

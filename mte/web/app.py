@@ -128,6 +128,7 @@ class SearchService:
             "feature_set": info["feature_set"],
             "embed_dim": info["embed_dim"],
             "counts": counts,
+            "gallery": info["gallery"],
             "k": self.settings.k,
             "max_k": MAX_K,
             "max_upload_mb": self.settings.max_upload_mb,
@@ -135,6 +136,7 @@ class SearchService:
             "description": (
                 f"{Path(info['checkpoint']).name} · {info['text_backbone']} text · {info['feature_set']} audio · "
                 f"{counts['albums']:,} albums · {counts['reviews']:,} reviews"
+                + (f" of {Path(info['raw_dir']).name}" if info.get("raw_dir") else "")  # the user's own collection
             ),
         }
 
