@@ -65,10 +65,9 @@ def test_the_checkpoint_carries_the_contract_and_it_encodes_as_the_processed_dir
     contract = load_checkpoint(untrained_ckpt).contract
     assert json.loads(json.dumps(contract.to_dict())) == payload[CHECKPOINT_KEY]  # plain JSON-able data
     data = ProcessedData.load(processed_dir)
-    # word ids: the contract's vocabulary re-encodes the reviews' text into exactly the stored ids
+    # word ids: the contract's review strings (what a transformer reads) re-encode into exactly the stored ids
     reviews = data.reviews.head(50)
-    texts = ["\n".join(p for p in (s, t) if p) for s, t in zip(reviews["summary"], reviews["text"], strict=True)]
-    assert contract.encode(texts) == [list(t) for t in reviews["tokens"].to_list()]
+    assert contract.encode(contract.review_texts(reviews)) == [list(t) for t in reviews["tokens"].to_list()]
     # descriptors: the model input of training, bit for bit
     np.testing.assert_array_equal(contract.model_features(data.raw_features()), data.standardized_features())
     assert contract.feature_names == data.feature_names and contract.text_fields == ["summary", "reviewText"]

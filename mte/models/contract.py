@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from mte.cli import UserError
-from mte.data.prepare import FORMAT_VERSION
+from mte.data.prepare import FORMAT_VERSION, TEXT_FIELDS
 from mte.data.text import Vocabulary
 
 if TYPE_CHECKING:
@@ -52,8 +52,6 @@ hyper-parameters: loggers record those, and the vocabulary is ~1 MB)."""
 FEATURES_FILE = "features.json"
 VOCAB_FILES = ("vocab/tokenizer.json", "vocab/vocab_config.json")
 SPLIT_NAMES = ("train", "val", "test")
-REVIEW_COLUMNS = {"summary": "summary", "reviewText": "text", "text": "text"}
-"""Configured text field (raw MARD key) → ``reviews.parquet`` column."""
 TEXT_JOIN = ". "
 """How a transformer's review string joins the text fields (the word vocabulary splits on any non-word character,
 so the separator does not change token ids)."""
@@ -66,7 +64,7 @@ class ContractError(ValueError, UserError):
 
 def review_texts(reviews: pl.DataFrame, text_fields: Sequence[str]) -> list[str]:
     """The text a transformer reads for each review: the configured fields joined (summary first, by default)."""
-    parts = [reviews.get_column(REVIEW_COLUMNS.get(f, f)).fill_null("").to_list() for f in text_fields]
+    parts = [reviews.get_column(TEXT_FIELDS.get(f, f)).fill_null("").to_list() for f in text_fields]
     return [TEXT_JOIN.join(p for p in row if p) for row in zip(*parts, strict=True)]
 
 
