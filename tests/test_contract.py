@@ -217,10 +217,9 @@ def test_a_cca_baseline_evaluates_on_its_split_and_on_another_dir(synthetic_raw:
     for key in ("test/t2a/R@10", "test/a2t/R@10", "test/t2a/MeanR", "test/t2a/n_queries"):
         assert own[key] == pytest.approx(record["metrics"][key], abs=1e-6), key  # the run's own numbers
     shutil.rmtree(tmp_path / "cca" / "processed")  # the file alone is enough
-    other = evaluate(ckpt, raw_dir=other_raw, bootstrap=0, cache_dir=tmp_path / "cache", write=False).metrics
-    assert other["test/t2a/n_gallery"] == len(ProcessedData.load(
-        evaluate(ckpt, raw_dir=other_raw, bootstrap=0, cache_dir=tmp_path / "cache", write=False)
-        .payload["processed_dir"]).splits["test"])
+    other = evaluate(ckpt, raw_dir=other_raw, bootstrap=0, cache_dir=tmp_path / "cache", write=False)
+    albums = ProcessedData.load(other.payload["processed_dir"]).splits["test"]
+    assert other.metrics["test/t2a/n_gallery"] == len(albums) > 0 and other.metrics["test/t2a/n_queries"] > 0
     loaded = load_checkpoint(ckpt)
     assert loaded.text_backbone_name == "cca" and loaded.embed_texts(["great guitar"]).norm().item() == pytest.approx(1)
 
