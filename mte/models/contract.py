@@ -39,6 +39,7 @@ import torch
 from mte.cli import UserError
 from mte.data.prepare import FORMAT_VERSION, TEXT_FIELDS
 from mte.data.text import Vocabulary
+from mte.paths import cache_root
 
 if TYPE_CHECKING:
     import polars as pl
@@ -307,8 +308,6 @@ class InputContract:
         byte, and a manifest with its prepare config. Written once per contract under
         ``<cache>/contracts/<digest>`` (atomically), so another raw dir is prepared for the model without the
         processed dir it was trained on."""
-        from mte.paths import cache_root
-
         root = Path(cache_dir).expanduser() if cache_dir else cache_root()
         target = (root / "contracts" / self.digest).absolute()
         if (target / "manifest.json").is_file():

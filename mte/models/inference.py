@@ -23,7 +23,9 @@ import numpy as np
 import torch
 
 from mte.cli import UserError
+from mte.data.prepare import PrepareConfig, prepare
 from mte.data.processed import ProcessedData
+from mte.models.baselines import BASELINE_FORMAT, load_baseline
 from mte.models.contract import CHECKPOINT_KEY, FEATURES_FILE, VOCAB_FILES, InputContract, TokenMatrix
 
 if TYPE_CHECKING:
@@ -84,8 +86,6 @@ class LoadedModel:
         """Another MARD-format dir, prepared (cached) with this model's contract — its vocabulary, feature set and
         statistics, text fields; every paired album in ``test`` — and loaded. Needs only the checkpoint.
         ``verbose``: prepare's summary line on stdout."""
-        from mte.data.prepare import PrepareConfig, prepare
-
         path = prepare(raw_dir, PrepareConfig(workers=workers), cache_dir=cache_dir,
                        reference=self.reference_dir(cache_dir), verbose=verbose)
         data = ProcessedData.load(path)
@@ -224,8 +224,6 @@ def load_checkpoint(path: str | Path, processed_dir: str | Path | None = None, d
         payload = torch.load(path, map_location=device, weights_only=False)
         if not isinstance(payload, dict):
             raise TypeError(f"holds a {type(payload).__name__}, not a dict")
-        from mte.models.baselines import BASELINE_FORMAT, load_baseline
-
         if payload.get("format") == BASELINE_FORMAT:
             model, contract = load_baseline(payload)
         else:
@@ -248,7 +246,7 @@ def load_checkpoint(path: str | Path, processed_dir: str | Path | None = None, d
 
 def _load_network(payload: dict[str, Any]) -> tuple[Any, InputContract | None]:
     """An :class:`~mte.models.module.EmbeddingModel` from a Lightning checkpoint dict, and its contract."""
-    from mte.models.module import EmbeddingModel
+    from mte.models.module import EmbeddingModel  # imports Lightning (~2 s): only networks need it, not baselines
 
     model = EmbeddingModel(**payload["hyper_parameters"])
     model.load_state_dict(payload["state_dict"])
