@@ -282,14 +282,13 @@ class InputContract:
         if self.text_fields != other.text_fields:
             out.append(f"text fields ({self.text_fields} → {other.text_fields})")
         if same_splits:
-            theirs = other.source["splits"]
-            for name in SPLIT_NAMES:
-                mine = self.source.get("splits", {}).get(name)
-                if mine is not None and mine != theirs[name]:
-                    config = {k: self.prepare_config.get(k) for k in _SPLIT_KEYS}
-                    changed = _changed(config, {k: other.prepare_config.get(k) for k in _SPLIT_KEYS}, "data.")
-                    out.append(f"{name} split ({mine['albums']} → {theirs[name]['albums']} albums"
-                               f"{', ' + changed if changed else ''})")
+            mine, theirs = self.source.get("splits") or {}, other.source["splits"]
+            moved = [n for n in SPLIT_NAMES if mine.get(n) is not None and mine[n] != theirs[n]]
+            if moved:
+                config = {k: self.prepare_config.get(k) for k in _SPLIT_KEYS}
+                changed = _changed(config, {k: other.prepare_config.get(k) for k in _SPLIT_KEYS}, "data.")
+                before, after = ("/".join(str(s[n]["albums"]) for n in moved) for s in (mine, theirs))
+                out.append(f"{'/'.join(moved)} split albums ({before} → {after}{', ' + changed if changed else ''})")
         return out
 
     def check(self, data: ProcessedData, same_splits: bool = True) -> None:
