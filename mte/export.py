@@ -1,9 +1,11 @@
-"""``python -m mte.export ckpt_path=PATH [out_dir=DIR] [faiss=true]`` — embed a checkpoint's gallery once, to disk.
+"""``python -m mte.export ckpt_path=PATH [data.raw_dir=OTHER] [out_dir=DIR] [faiss=true]`` — embed a gallery once.
 
 Writes ``albums.parquet``, ``reviews.parquet``, ``tracks.parquet`` (metadata plus an ``embedding``
 Array(Float32, D) column), ``manifest.json`` (checkpoint identity, processed dir, embed_dim, counts) and, with
 ``faiss=true``, FAISS inner-product indexes (flat below ``faiss_options.ivf_min_size`` vectors, IVF above). The
-default dir sits beside the checkpoint, where ``python -m mte.search`` and the web page find it by themselves.
+default dir sits beside the checkpoint, where ``python -m mte.search`` and the web page find it by themselves
+(``<stem>-export``; ``<stem>-export-<tag>`` for the gallery of another MARD dir, ``data.raw_dir=OTHER``, prepared
+with the checkpoint's input contract).
 Written atomically (temp dir + rename). The last printed line is the export dir. Bad input → one line, exit 2.
 """
 
@@ -34,12 +36,16 @@ def export(cfg: DictConfig) -> str:
         except ImportError:
             raise UserError("faiss=true needs FAISS, which is not installed: pip install 'mte[index]'") from None
 
-    from mte.search.engine import DEFAULT_NPROBE, IVF_MIN_SIZE, SearchEngine
+    from mte.search.engine import SearchEngine
+    from mte.search.faiss_index import DEFAULT_NPROBE, IVF_MIN_SIZE
 
     progress = None if cfg.get("quiet") else _progress
     options = cfg.get("faiss_options") or {}
+    data = cfg.get("data") or {}
     engine = SearchEngine.from_checkpoint(str(cfg.ckpt_path), processed_dir=cfg.get("processed_dir"),
-                                          device=str(cfg.get("device", "cpu")), progress=progress)
+                                          raw_dir=data.get("raw_dir") or None, cache_dir=data.get("cache_dir") or None,
+                                          workers=int(data.get("workers") or 0), device=str(cfg.get("device", "cpu")),
+                                          progress=progress)
     out = engine.export(
         cfg.get("out_dir"),
         faiss=bool(cfg.get("faiss")),
@@ -62,5 +68,5 @@ def _progress(message: str) -> None:
 if __name__ == "__main__":
     from mte.cli import quote_free_values  # paths with '=', ',' or '(' (epoch=3-step=9.ckpt) work as typed
 
-    sys.argv[1:] = quote_free_values(sys.argv[1:], ("ckpt_path", "out_dir", "processed_dir"))
+    sys.argv[1:] = quote_free_values(sys.argv[1:], ("ckpt_path", "out_dir", "processed_dir", "data.raw_dir"))
     main()

@@ -1,4 +1,4 @@
-"""``python -m mte.serve ckpt_path=… [port=8765] [host=127.0.0.1]`` — a local web page to search the joint space.
+"""``python -m mte.serve ckpt_path=… [port=8765] [data.raw_dir=DIR]`` — a local web page to search the joint space.
 
 A thin Hydra entry point: it loads the :class:`~mte.search.engine.SearchEngine` once, builds the FastAPI app of
 :mod:`mte.web.app` and runs it with uvicorn until Ctrl-C. The page: a text box (text → albums), an upload field
@@ -10,6 +10,7 @@ Examples::
 
     python -m mte.serve ckpt_path=outputs/runs/…/checkpoints/best.ckpt
     python -m mte.serve ckpt_path=… port=9000 max_upload_mb=100
+    python -m mte.serve ckpt_path=… data.raw_dir=~/my-mard     # search your own MARD-format collection
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ def serve(cfg: DictConfig) -> None:
         from mte.web.app import Settings, create_app
     except ImportError as e:
         raise ServeError(f"the web page needs the web extra ({e.name} is missing): pip install 'mte[web]'") from None
-    from mte.search.engine import SearchEngine, SearchError, find_index_dir
+    from mte.search.engine import SearchEngine
+    from mte.search.errors import SearchError
+    from mte.search.export import find_index_dir
 
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
         raise ServeError("ckpt_path is required: python -m mte.serve ckpt_path=<run>/checkpoints/best.ckpt")
@@ -80,9 +83,12 @@ def serve(cfg: DictConfig) -> None:
     _check_port(host, port)
     start = time.perf_counter()
     try:
-        index_dir = cfg.get("index_dir") or find_index_dir(cfg.ckpt_path)
+        data = cfg.get("data") or {}
+        raw_dir = data.get("raw_dir") or None
+        index_dir = cfg.get("index_dir") or find_index_dir(cfg.ckpt_path, raw_dir)
         engine = SearchEngine.from_checkpoint(
-            cfg.ckpt_path, index_dir, processed_dir=cfg.get("processed_dir"),
+            cfg.ckpt_path, index_dir, processed_dir=cfg.get("processed_dir"), raw_dir=raw_dir,
+            cache_dir=data.get("cache_dir") or None, workers=int(data.get("workers") or 0),
             progress=lambda msg: print(f"[serve] {msg}", file=sys.stderr, flush=True),
         )
     except SearchError as e:

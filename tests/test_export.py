@@ -14,16 +14,10 @@ import torch
 from helpers import run_module
 from test_search import AB_DOCS, make_untrained_checkpoint, train_small_checkpoint
 
-from mte.search.engine import (
-    EXPORT_FORMAT,
-    Gallery,
-    SearchEngine,
-    SearchError,
-    build_faiss_index,
-    default_index_dir,
-    exact_search,
-    find_index_dir,
-)
+from mte.search.engine import SearchEngine, SearchError, exact_search
+from mte.search.export import EXPORT_FORMAT, default_index_dir, find_index_dir
+from mte.search.faiss_index import build_faiss_index
+from mte.search.gallery import Gallery
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +62,10 @@ def test_exported_embeddings_equal_freshly_computed_ones(exported: Path, engine:
     loaded = Gallery.load(exported, engine.gallery.embed_dim)
     fresh = SearchEngine.from_checkpoint(ckpt).gallery  # a new process-state embedding of the same checkpoint
     for name in ("albums", "reviews", "tracks"):
-        table, emb = loaded._table(name)
-        ref_table, ref_emb = engine.gallery._table(name)
+        table, emb = loaded.table(name)
+        ref_table, ref_emb = engine.gallery.table(name)
         assert torch.equal(emb, ref_emb)  # bit-exact round trip through Parquet
-        torch.testing.assert_close(emb, fresh._table(name)[1], atol=1e-6, rtol=0)
+        torch.testing.assert_close(emb, fresh.table(name)[1], atol=1e-6, rtol=0)
         assert table.equals(ref_table)
 
 

@@ -40,8 +40,10 @@ def make_untrained_checkpoint(processed: Path, out: Path, seed: int = 0, overrid
     model = build_model(cfg, ProcessedData.load(processed))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
-                "pytorch-lightning_version": pl.__version__}, tmp)
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                  "pytorch-lightning_version": pl.__version__}
+    model.on_save_checkpoint(checkpoint)  # the input contract, as Lightning's checkpointing stores it
+    torch.save(checkpoint, tmp)
     os.replace(tmp, out)
     return out
 
@@ -96,12 +98,12 @@ def test_album_embedding_is_the_normalised_mean_of_its_tracks(engine: SearchEngi
 
 
 def test_review_embeddings_equal_the_models_text_embedding_of_their_tokens(engine: SearchEngine) -> None:
-    from mte.models.inference import pad_token_ids
+    from mte.models.contract import TokenMatrix
 
     tokens = engine.model.data.reviews["tokens"].to_list()
     idx = engine.gallery.reviews["review_idx"].to_list()[:5]
     with torch.inference_mode():
-        expected = engine.model.model.embed_text(pad_token_ids([tokens[i] for i in idx]))
+        expected = engine.model.model.embed_text(TokenMatrix.from_lists([tokens[i] for i in idx]).batch(np.arange(5)))
     torch.testing.assert_close(engine.gallery.review_emb[:5], expected, atol=1e-6, rtol=0)
 
 

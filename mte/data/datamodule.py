@@ -4,9 +4,10 @@ Everything is held as flat numpy arrays (token ids in CSR form, standardised fea
 are assembled whole in ``__getitems__``, so a batch costs a few vectorised copies instead of B Python calls —
 this is what keeps a bag-of-words epoch over MARD-scale data within seconds.
 
-The module knows nothing of models: the text input is one of ``tokens`` (vocabulary ids, for bow/lstm),
+The module knows nothing of networks: the text input is one of ``tokens`` (vocabulary ids, for bow/lstm),
 ``hf`` (raw strings handed to a tokenizer callable the caller provides) or ``features`` (precomputed
-frozen-encoder features, one row per review).
+frozen-encoder features, one row per review); what turns reviews and descriptors into that input is the model's
+input contract (:mod:`mte.models.contract`), the same one evaluation and search read through.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from mte.data.processed import ProcessedData
 from mte.data.samplers import PairIndex, build_sampler, dist_rank_world, shard_batches, sharded_len
+from mte.models.contract import InputContract, TokenMatrix
 
 TEXT_INPUTS = ("tokens", "hf", "features")
 Batch = dict[str, Any]
@@ -33,8 +35,7 @@ class TextStore:
     """All review texts in the form the text branch consumes, indexed by ``review_idx``."""
 
     kind: str
-    token_values: np.ndarray | None = None  # CSR values (int64)
-    token_offsets: np.ndarray | None = None  # CSR offsets [n_reviews + 1]
+    tokens: TokenMatrix | None = None
     strings: list[str] | None = None
     tokenize: Callable[[list[str]], dict[str, torch.Tensor]] | None = None
     features: np.ndarray | None = None  # [n_feature_rows, H]
@@ -42,7 +43,8 @@ class TextStore:
 
     def batch(self, review_idx: np.ndarray) -> dict[str, torch.Tensor]:
         if self.kind == "tokens":
-            return self._token_batch(review_idx)
+            assert self.tokens is not None
+            return self.tokens.batch(review_idx)
         if self.kind == "hf":
             assert self.strings is not None and self.tokenize is not None
             return self.tokenize([self.strings[i] for i in review_idx.tolist()])
@@ -51,18 +53,6 @@ class TextStore:
         if (rows < 0).any():
             raise IndexError("text features were not computed for some requested reviews")
         return {"text_features": torch.from_numpy(np.ascontiguousarray(self.features[rows], dtype=np.float32))}
-
-    def _token_batch(self, review_idx: np.ndarray) -> dict[str, torch.Tensor]:
-        assert self.token_values is not None and self.token_offsets is not None
-        starts = self.token_offsets[review_idx]
-        lengths = self.token_offsets[review_idx + 1] - starts
-        width = max(int(lengths.max(initial=0)), 1)
-        # Gather all tokens of the batch with one fancy-index: position j of row i is starts[i] + j.
-        cols = np.arange(width)
-        mask = cols[None, :] < lengths[:, None]
-        flat = np.where(mask, starts[:, None] + cols[None, :], 0)
-        tokens = np.where(mask, self.token_values[flat], 0)
-        return {"tokens": torch.from_numpy(tokens), "lengths": torch.from_numpy(lengths)}
 
 
 class PairDataset(torch.utils.data.Dataset):
@@ -140,21 +130,17 @@ class _ShardedSequentialBatches:
         return sharded_len(self.n, self.batch_size)
 
 
-def review_strings(reviews, text_fields: Sequence[str]) -> list[str]:
-    """The text a transformer reads for each review: the configured fields joined (summary first, by default)."""
-    columns = {"summary": "summary", "reviewText": "text", "text": "text"}
-    parts = [reviews.get_column(columns.get(f, f)).fill_null("").to_list() for f in text_fields]
-    return [". ".join(p for p in row if p) for row in zip(*parts, strict=True)]
-
-
 class MardDataModule(pl.LightningDataModule):
     """Streams MARD pairs from a processed dir.
 
     ``text_input`` chooses what the text branch receives (see module docstring). ``sampler`` is ``random`` or
-    ``neighborhood``. Validation metrics use the ``val`` split; ``test`` is used by
-    ``trainer.test``. ``standardize`` feeds train-split-standardised descriptors (the default); ``False`` feeds
-    the raw values, as the published model did (kept so its setup can be reproduced: its feature parts differ in
-    scale by orders of magnitude, which is why standardising is the default).
+    ``neighborhood``. Validation metrics use the ``val`` split; ``test`` is used by ``trainer.test``.
+
+    ``contract`` (the model's :class:`~mte.models.contract.InputContract`) decides the review strings of
+    transformer text and the descriptor scaling; without one, the processed dir's own contract is used with
+    ``standardize``: train-split-standardised descriptors (the default), or with ``False`` the raw values, as the
+    published model did (kept so its setup can be reproduced: its feature parts differ in scale by orders of
+    magnitude, which is why standardising is the default).
     """
 
     def __init__(
@@ -170,6 +156,7 @@ class MardDataModule(pl.LightningDataModule):
         seed: int = 0,
         eval_batch_size: int = 1024,
         standardize: bool = True,
+        contract: InputContract | None = None,
     ) -> None:
         super().__init__()
         if text_input not in TEXT_INPUTS:
@@ -180,9 +167,11 @@ class MardDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.eval_batch_size = eval_batch_size
+        self.contract = contract or InputContract.from_processed(self.data, standardize=standardize)
+        self.contract.check(self.data)  # a model's contract from other data would feed it wrong ids and scales
         self.text = self._text_store(text_input, tokenize, text_features, feature_reviews)
-        self.standardize = standardize
-        self.audio = self.data.standardized_features() if standardize else self.data.raw_features()
+        self.standardize = self.contract.standardize
+        self.audio = self.contract.model_features(self.data.raw_features())
         album_row = {a: i for i, a in enumerate(self.data.albums.get_column("amazon_id").to_list())}
         self.review_album = np.asarray(
             [album_row[a] for a in self.data.reviews.get_column("amazon_id").to_list()], dtype=np.int64
@@ -194,26 +183,16 @@ class MardDataModule(pl.LightningDataModule):
     # -- text --------------------------------------------------------------------------------------------------
     def _text_store(self, kind, tokenize, features, feature_reviews) -> TextStore:
         if kind == "tokens":
-            tokens = self.data.reviews.get_column("tokens")
-            lengths = tokens.list.len().fill_null(0).to_numpy().astype(np.int64)
-            offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-            np.cumsum(lengths, out=offsets[1:])
-            values = tokens.explode().drop_nulls().to_numpy().astype(np.int64)
-            return TextStore(kind, token_values=values, token_offsets=offsets)
+            return TextStore(kind, tokens=self.contract.review_tokens(self.data.reviews))
         if kind == "hf":
             if tokenize is None:
                 raise ValueError("text_input='hf' needs a tokenize callable")
-            return TextStore(kind, strings=self.review_texts(), tokenize=tokenize)
+            return TextStore(kind, strings=self.contract.review_texts(self.data.reviews), tokenize=tokenize)
         if features is None or feature_reviews is None:
             raise ValueError("text_input='features' needs text_features and feature_reviews")
         row = np.full(len(self.data.reviews), -1, dtype=np.int64)
         row[np.asarray(feature_reviews, dtype=np.int64)] = np.arange(len(feature_reviews))
         return TextStore(kind, features=features, feature_row=row)
-
-    def review_texts(self, review_ids: np.ndarray | None = None) -> list[str]:
-        """Review strings (configured text fields joined) for a transformer, all reviews or the given ones."""
-        reviews = self.data.reviews if review_ids is None else self.data.reviews[review_ids]
-        return review_strings(reviews, self.data.manifest["config"]["text_fields"])
 
     # -- splits ------------------------------------------------------------------------------------------------
     def split_reviews(self, split: str) -> np.ndarray:
@@ -262,8 +241,8 @@ class MardDataModule(pl.LightningDataModule):
         """
         reviews, tracks = self.split_reviews(split), self.split_tracks(split)
         if self.text.kind == "tokens":
-            offsets = self.text.token_offsets
-            reviews = reviews[offsets[reviews + 1] > offsets[reviews]]
+            assert self.text.tokens is not None
+            reviews = reviews[self.text.tokens.lengths[reviews] > 0]
         if len(reviews) == 0 or len(tracks) == 0:
             raise ValueError(f"{self.data.root}: the {split!r} split has no paired reviews/tracks")
         return [

@@ -268,9 +268,14 @@ class Vocabulary:
         cfg_path, tok_path = directory / CONFIG_FILE, directory / TOKENIZER_FILE
         if not cfg_path.is_file() or not tok_path.is_file():
             raise FileNotFoundError(f"not a saved Vocabulary (need {TOKENIZER_FILE} and {CONFIG_FILE}): {directory}")
-        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+        return cls.from_json(tok_path.read_text(encoding="utf-8"), cfg_path.read_text(encoding="utf-8"))
+
+    @classmethod
+    def from_json(cls, tokenizer_json: str, config_json: str) -> Vocabulary:
+        """A vocabulary from the texts of its two files (a model's input contract carries them, not the dir)."""
+        meta = json.loads(config_json)
         config = VocabConfig(**meta["config"])
-        return cls(Tokenizer.from_file(str(tok_path)), config, int(meta["size"]), meta.get("stopwords", []))
+        return cls(Tokenizer.from_str(tokenizer_json), config, int(meta["size"]), meta.get("stopwords", []))
 
 
 def _fast_path_matches(tokenizer: Tokenizer, config: VocabConfig) -> bool:

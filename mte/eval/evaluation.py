@@ -420,32 +420,12 @@ def text_query_mask(tokens: pl.Series | None, n: int) -> np.ndarray:
     return tokens.list.len().fill_null(0).to_numpy() > 0
 
 
-@torch.inference_mode()
-def embed_token_reviews(model: Any, tokens: pl.Series, batch_size: int, device: torch.device) -> Tensor:
-    """Text embeddings from stored vocabulary ids, batched exactly as the training-time evaluation batches them
-    (consecutive ``batch_size`` reviews, zero-padded to the batch's longest), so the floats are the same."""
-    lengths = tokens.list.len().fill_null(0).to_numpy().astype(np.int64)
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    values = tokens.explode().drop_nulls().to_numpy().astype(np.int64)
-    out = []
-    for lo in range(0, len(lengths), batch_size):
-        hi = min(lo + batch_size, len(lengths))
-        start, length = offsets[lo:hi], lengths[lo:hi]
-        cols = np.arange(max(int(length.max(initial=0)), 1))
-        mask = cols[None, :] < length[:, None]
-        flat = np.where(mask, start[:, None] + cols[None, :], 0)
-        ids = np.where(mask, values[flat], 0) if len(values) else np.zeros(mask.shape, dtype=np.int64)
-        batch = {"tokens": torch.from_numpy(ids).to(device), "lengths": torch.from_numpy(length).to(device)}
-        out.append(model.embed_text(batch).float().cpu())
-    return torch.cat(out)
-
-
 def embed_split(model: LoadedModel, data: ProcessedData, split: str, batch_size: int = 1024) -> EvalSet:
     """Embed the paired reviews (with text) and tracks of ``split`` of ``data`` with ``model``.
 
-    ``data`` is the checkpoint's own processed dir or one prepared against it (same vocabulary and statistics;
-    :func:`check_compatible` verifies that first).
+    ``data`` is the checkpoint's own processed dir or one prepared with its input contract (both verified against
+    the contract when loaded); reviews are embedded as training-time evaluation embeds them
+    (:meth:`~mte.models.inference.LoadedModel.embed_reviews`).
     """
     if split not in SPLITS:
         raise EvaluationError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
@@ -455,16 +435,8 @@ def embed_split(model: LoadedModel, data: ProcessedData, split: str, batch_size:
                               f"{len(track_idx)} tracks; nothing to evaluate")
     reviews = data.reviews[review_idx]
     model.batch_size = batch_size
-    backbone = model.model.text_backbone  # type: ignore[attr-defined]
-    if backbone.input_kind == "tokens":
-        tokens = reviews.get_column("tokens")
-        text = embed_token_reviews(model.model, tokens, batch_size, model.device)
-        keep = text_query_mask(tokens, len(reviews))
-    else:
-        from mte.data.datamodule import review_strings  # the exact strings training fed the transformer
-
-        text = model.embed_texts(review_strings(reviews, data.manifest["config"]["text_fields"]))
-        keep = text_query_mask(None, len(reviews))
+    text = model.embed_reviews(reviews)
+    keep = text_query_mask(reviews.get_column("tokens") if model.reads_tokens else None, len(reviews))
     audio = model.embed_raw_features(data.raw_features()[track_idx])
     review_album = album_rows(data.albums, reviews.get_column("amazon_id"))
     track_album = album_rows(data.albums, data.tracks.get_column("amazon_id").gather(track_idx))
@@ -479,18 +451,6 @@ def embed_split(model: LoadedModel, data: ProcessedData, split: str, batch_size:
         track_idx=track_idx,
     )
 
-
-def check_compatible(model: LoadedModel, data: ProcessedData) -> None:
-    """Refuse data whose audio features or scaling differ from the model's (it would silently score garbage)."""
-    ref = model.data
-    if data.feature_names != ref.feature_names:
-        raise EvaluationError(
-            f"{data.root} has {len(data.feature_names)} audio features ({data.feature_set}); the model was trained "
-            f"on {len(ref.feature_names)} ({ref.feature_set}) from {ref.root}"
-        )
-    if not (np.array_equal(data.feature_mean, ref.feature_mean) and np.array_equal(data.feature_std, ref.feature_std)):
-        raise EvaluationError(f"{data.root}: feature statistics differ from the model's ({ref.root}); prepare it "
-                              f"with reference={ref.root}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -603,10 +563,10 @@ def evaluate(
                               f"use split=test (got {split!r})")
     t0, c0 = time.perf_counter(), time.process_time()
     model = load_checkpoint(ckpt_path, processed_dir=processed_dir, device=device)
-    data, tag = model.data, None
-    if raw_dir is not None:
-        data, tag = _reference_data(model, raw_dir, cache_dir, workers), data_tag(raw_dir)
-    check_compatible(model, data)
+    if raw_dir is not None:  # prepared with the checkpoint's contract: the checkpoint file alone is enough
+        data, tag = model.prepare_raw_dir(raw_dir, cache_dir, workers), data_tag(raw_dir)
+    else:  # the processed dir it was trained on, verified against its contract
+        data, tag = model.data, None
     t1, c1 = time.perf_counter(), time.process_time()
     eval_set = embed_split(model, data, split, batch_size)
     t2, c2 = time.perf_counter(), time.process_time()
@@ -631,7 +591,7 @@ def evaluate(
         "reference": data.manifest.get("reference"),
         "bootstrap": bootstrap,
         "seed": seed,
-        "text_queries": "non-empty tokens" if model.model.text_backbone.input_kind == "tokens" else "all reviews",
+        "text_queries": "non-empty tokens" if model.reads_tokens else "all reviews",
         "metrics": metrics,
         "elapsed_s": {k: round(v, 3) for k, v in timings.items()},
     }
@@ -642,15 +602,6 @@ def evaluate(
         write_json_atomic(target / "metrics.json", payload)
         write_text_atomic(target / "metrics.md", table)
     return EvaluationResult(metrics, payload, target, table, timings)
-
-
-def _reference_data(model: LoadedModel, raw_dir: str | Path, cache_dir: str | Path | None, workers: int):
-    """Another raw dir, prepared (cached) with the checkpoint's processed dir as reference, loaded."""
-    from mte.data.prepare import PrepareConfig, prepare
-    from mte.data.processed import ProcessedData
-
-    path = prepare(raw_dir, PrepareConfig(workers=workers), cache_dir=cache_dir, reference=model.data.root)
-    return ProcessedData.load(path)
 
 
 def evaluate_from_config(cfg: Any) -> EvaluationResult:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from mte.models.audio import build_audio_encoder
+from mte.models.contract import CHECKPOINT_KEY, ContractError, InputContract
 from mte.models.heads import ProjectionHead
 from mte.models.losses import InfoNCELoss, MarginRankingLoss, SigmoidLoss
 from mte.models.text import build_text_backbone
@@ -56,9 +57,14 @@ class EmbeddingModel(pl.LightningModule):
         loss: loss config (``name``: margin | infonce, and its options).
         vocab_size: word vocabulary size (bow/lstm).
         audio_dim: length of the descriptor feature vector.
-        data: the data config the model was trained with and its processed dir (``processed_dir``), so evaluation
-            and search can find the vocabulary, feature statistics and held-out split from the checkpoint alone.
+        data: the data config the model was trained with and its processed dir (``processed_dir``).
+
+    ``input_contract`` (an :class:`~mte.models.contract.InputContract`, set by whoever builds the model for its data)
+    travels in every checkpoint (``on_save_checkpoint``), so evaluation and search read input exactly as training
+    did from the checkpoint file alone.
     """
+
+    input_contract: InputContract | None = None
 
     def __init__(
         self,
@@ -97,7 +103,35 @@ class EmbeddingModel(pl.LightningModule):
         )
         self.loss = build_loss(loss)
 
+    # -- the input contract travels with the weights -------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.input_contract is not None:
+            checkpoint[CHECKPOINT_KEY] = self.input_contract.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Take the checkpoint's contract; resuming onto other data (another vocabulary or split) is refused."""
+        if CHECKPOINT_KEY not in checkpoint:
+            return
+        stored = InputContract.from_dict(checkpoint[CHECKPOINT_KEY])
+        if self.input_contract is not None and self.input_contract.digest != stored.digest:
+            raise ContractError(
+                f"the checkpoint was trained on other data than {self.input_contract.processed_dir} (another "
+                f"vocabulary, feature scaling or split); resume on the data it was trained on "
+                f"({stored.processed_dir})"
+            )
+        self.input_contract = stored
+
     # -- embedding ---------------------------------------------------------------------------------------------
+    @property
+    def embed_dim(self) -> int:
+        """Dimension of the shared space."""
+        return int(self.hparams["model"].get("embed_dim", 128))
+
+    @property
+    def text_input_kind(self) -> str:
+        """What the text branch reads: ``tokens`` (word ids), ``hf`` (a transformer's ids) or ``features``."""
+        return str(self.text_backbone.input_kind)
+
     def embed_text(self, batch: Batch) -> torch.Tensor:
         """L2-normalised text embeddings of a batch carrying tokens, HF inputs or cached features."""
         return self.text_head(self.text_backbone(batch))

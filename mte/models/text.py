@@ -1,4 +1,7 @@
-"""Text backbones: a review batch (the keys mte.data.datamodule collates) → a feature vector [B, out_dim].
+"""Text backbones: a review batch → a feature vector [B, out_dim].
+
+Batches: word ids as ``{"tokens" [B, L] int64 0-padded, "lengths" [B]}`` (:class:`mte.models.contract.TokenMatrix`),
+a transformer's ``{"input_ids", "attention_mask"}``, or precomputed ``{"text_features" [B, H]}``.
 
 Three families, matching the published model's variants:
 

@@ -1,4 +1,4 @@
-"""``python -m mte.search ckpt_path=PATH (query="…" | descriptor=DOC.json | audio=SONG.mp3) [k=10]``.
+"""``python -m mte.search ckpt_path=PATH (query="…" | descriptor=DOC.json | audio=SONG.mp3) [k=10] [data.raw_dir=DIR]``.
 
 A thin Hydra entry point over :class:`mte.search.engine.SearchEngine`:
 
@@ -6,7 +6,9 @@ A thin Hydra entry point over :class:`mte.search.engine.SearchEngine`:
 * ``descriptor=`` — an AcousticBrainz low-level document → the nearest reviews and the closest-sounding albums;
 * ``audio=`` — an mp3/wav/flac, described with Essentia's MusicExtractor (the ``audio`` extra), then as above.
 
-It uses the export beside the checkpoint (``python -m mte.export``) when there is one, else embeds the gallery
+The gallery is the model's training data, or with ``data.raw_dir=DIR`` every album of another MARD-format dir (a
+user's own collection, prepared with the checkpoint's input contract: the checkpoint file alone is enough). It uses
+the export beside the checkpoint (``python -m mte.export``) for that gallery when there is one, else embeds it
 first. Bad input (no or unknown checkpoint, broken descriptor, unreadable audio, empty query …) prints one line on
 stderr and exits with status 2 — no traceback, since these are the user's mistakes, not bugs.
 """
@@ -88,15 +90,21 @@ def _mode(cfg: DictConfig) -> tuple[str, Any]:
 
 
 def _search(cfg: DictConfig, mode: str, value: Any, k: int) -> dict[str, Any]:
-    from mte.search.engine import SearchEngine, find_index_dir
+    from mte.search.engine import SearchEngine
+    from mte.search.export import find_index_dir
 
     progress = None if cfg.get("quiet") else _progress
     ckpt = Path(str(cfg.ckpt_path)).expanduser()
+    data = cfg.get("data") or {}
+    raw_dir = data.get("raw_dir") or None
     index_dir = cfg.get("index_dir", "auto")
     if index_dir == "auto":
-        index_dir = find_index_dir(ckpt) if ckpt.is_file() else None
-    engine = SearchEngine.from_checkpoint(ckpt, index_dir, processed_dir=cfg.get("processed_dir"),
-                                          device=str(cfg.get("device", "cpu")), progress=progress)
+        index_dir = find_index_dir(ckpt, raw_dir) if ckpt.is_file() else None
+    engine = SearchEngine.from_checkpoint(
+        ckpt, index_dir, processed_dir=cfg.get("processed_dir"), raw_dir=raw_dir,
+        cache_dir=data.get("cache_dir") or None, workers=int(data.get("workers") or 0),
+        device=str(cfg.get("device", "cpu")), progress=progress,
+    )
     if mode == "query":
         result: dict[str, Any] = {"query": value, "albums": engine.by_text(value, k)}
     elif mode == "descriptor":

@@ -4,18 +4,10 @@ This is the reusable core behind ``python -m mte.search``, ``python -m mte.expor
 (:meth:`SearchEngine.from_checkpoint`), then answer many queries cheaply. Everything a front end needs comes back
 as plain dataclasses (:class:`AlbumHit`, :class:`ReviewHit`) or dicts of lists, so it serialises to JSON as is.
 
-The gallery
-    * albums = every album with at least one descriptor (all splits, paired or not): its embedding is the
-      L2-normalised mean of its tracks' audio embeddings — the ``album`` protocol the retrieval metrics use
-      (:func:`mte.train.callbacks.album_embeddings`), so search ranks albums exactly as evaluation does;
-    * reviews = every review with text the model can read (non-empty tokens for bow/lstm, a non-blank
-      summary/text for transformers), embedded from the same input the model was trained on;
-    * tracks = every descriptor file (exported for external use; search itself ranks albums and reviews).
-
-Why an export exists: embedding the gallery is cheap for bag-of-words (seconds) but takes hours for a
-transformer over MARD's 263k reviews on a CPU. :meth:`SearchEngine.export` writes the embeddings to Parquet
-(+ optional FAISS indexes); :meth:`SearchEngine.from_checkpoint` with ``index_dir`` loads them instead of
-re-embedding, after checking they were made from the same checkpoint and processed dir.
+The gallery (:mod:`mte.search.gallery`) is the model's training data, another MARD-format dir prepared with the
+model's input contract (``raw_dir``: a user's own collection), or an export of either (:mod:`mte.search.export`,
+with optional FAISS indexes, :mod:`mte.search.faiss_index`). Queries become model input through the same contract,
+so free text and descriptors are read exactly as in training.
 
 Scores are cosine similarities (all embeddings have unit length, so this ranks exactly like the Euclidean distance
 the margin loss trains with). Queries only read shared state, so one engine can serve concurrent requests.
@@ -23,12 +15,7 @@ the margin loss trains with). Queries only read shared state, so one engine can 
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -38,49 +25,18 @@ import numpy as np
 import polars as pl
 import torch
 
-from mte.cli import UserError
 from mte.data.descriptors import DescriptorError, extract_features, load_descriptor
 from mte.models.inference import LoadedModel, load_checkpoint
+from mte.search.errors import Progress, SearchError, quiet
+from mte.search.export import load_export, write_export
+from mte.search.faiss_index import DEFAULT_NPROBE, IVF_MIN_SIZE
+from mte.search.gallery import Gallery, GallerySource
 
-__all__ = [
-    "DEFAULT_NPROBE",
-    "EXPORT_FORMAT",
-    "IVF_MIN_SIZE",
-    "AlbumHit",
-    "Gallery",
-    "ReviewHit",
-    "SearchEngine",
-    "SearchError",
-    "build_faiss_index",
-    "checkpoint_identity",
-    "default_index_dir",
-    "find_index_dir",
-    "load_document",
-]
+__all__ = ["AlbumHit", "ReviewHit", "SearchEngine", "SearchError", "exact_search", "fit_pca_2d", "load_document",
+           "snippet"]
 
-Progress = Callable[[str], None]
-
-EXPORT_FORMAT = "mte-export/1"
-# FAISS index choice (see build_faiss_index). Below IVF_MIN_SIZE vectors: a flat (exact) inner-product index.
-# Measured on the 2-core dev machine, D=128: an exact scan of MARD's 263k reviews takes ~40 ms per query (flat
-# FAISS and torch alike), while IVF (nlist 2053, nprobe 32) takes ~0.1 ms but found only 28% of the true top 10
-# on isotropic random vectors (100% on tightly clustered ones) — so at MARD scale exactness wins and IVF starts at
-# 1M vectors, with nlist = 4·√n lists (1M → 4000) probing DEFAULT_NPROBE of them (raise it for better recall).
-IVF_MIN_SIZE = 1_000_000
-DEFAULT_NPROBE = 64
 SNIPPET_CHARS = 240
 N_SNIPPETS = 2
-# Reviews are embedded in chunks: big for the cheap word models, small for transformers (activation memory).
-_WORD_BATCH = 2048
-_HF_BATCH = 64
-_TABLES = ("albums", "reviews", "tracks")
-
-
-class SearchError(ValueError, UserError):
-    """A query or index that cannot be used; the message is one line saying what is wrong and what to do.
-
-    A :class:`mte.cli.UserError`, so entry points print it as one ``error:`` line and exit with status 2.
-    """
 
 
 @dataclass(frozen=True)
@@ -108,227 +64,17 @@ class ReviewHit:
     snippet: str
 
 
-# --------------------------------------------------------------------------------------------------- gallery
-@dataclass
-class Gallery:
-    """The searchable items: three tables whose row i is embedding row i (float32, unit length)."""
-
-    albums: pl.DataFrame  # amazon_id, artist, title, genre, split, n_tracks, n_reviews
-    album_emb: torch.Tensor
-    reviews: pl.DataFrame  # review_idx, amazon_id, artist, title, genre, rating, split, summary, text
-    review_emb: torch.Tensor
-    tracks: pl.DataFrame  # track_idx, amazon_id, mbid, file, tag_artist, tag_title, split
-    track_emb: torch.Tensor
-
-    @classmethod
-    def embed(cls, loaded: LoadedModel, progress: Progress | None = None) -> Gallery:
-        """Embed every track (→ albums) and every readable review of the model's processed dir."""
-        say = progress or _quiet
-        data = loaded.data
-        say(f"embedding {len(data.tracks)} tracks")
-        track_emb = loaded.embed_raw_features(data.raw_features()) if len(data.tracks) else _empty(loaded)
-        album_emb, album_ids = _albums_from_tracks(track_emb, data.tracks.get_column("amazon_id"))
-        meta = data.albums.select("amazon_id", "artist", "title", "genre", "split", "n_tracks", "n_reviews")
-        albums = pl.DataFrame({"amazon_id": album_ids}, schema={"amazon_id": pl.String}).join(
-            meta, on="amazon_id", how="left", maintain_order="left"
-        )
-        rows = _readable_reviews(loaded)
-        say(f"embedding {len(rows)} reviews")
-        review_emb = loaded.embed_reviews(rows) if len(rows) else _empty(loaded)
-        reviews = (
-            data.reviews[rows]
-            .select("review_idx", "amazon_id", "rating", "split", "summary", "text")
-            .join(data.albums.select("amazon_id", "artist", "title", "genre"), on="amazon_id", how="left",
-                  maintain_order="left")
-            .select("review_idx", "amazon_id", "artist", "title", "genre", "rating", "split", "summary", "text")
-        )
-        tracks = data.tracks.select("track_idx", "amazon_id", "mbid", "file", "tag_artist", "tag_title", "split")
-        return cls(albums, album_emb, reviews, review_emb, tracks, track_emb)
-
-    @property
-    def embed_dim(self) -> int:
-        return int(self.album_emb.shape[1])
-
-    def counts(self) -> dict[str, int]:
-        return {"albums": len(self.albums), "reviews": len(self.reviews), "tracks": len(self.tracks)}
-
-    def save(self, out_dir: Path) -> None:
-        """Write albums/reviews/tracks.parquet, each with an ``embedding`` Array(Float32, D) column (zstd)."""
-        for name in _TABLES:
-            table, emb = self._table(name)
-            vectors = emb.detach().cpu().numpy().astype(np.float32, copy=False).reshape(len(table), self.embed_dim)
-            table.with_columns(pl.Series("embedding", vectors)).write_parquet(
-                out_dir / f"{name}.parquet", compression="zstd", statistics=False
-            )
-
-    @classmethod
-    def load(cls, index_dir: Path, embed_dim: int) -> Gallery:
-        """Read the Parquet files :meth:`save` wrote; :class:`SearchError` when one is missing or malformed."""
-        parts: list[Any] = []
-        for name in _TABLES:
-            path = index_dir / f"{name}.parquet"
-            try:
-                table = pl.read_parquet(path)
-            except (OSError, pl.exceptions.PolarsError) as e:
-                raise SearchError(f"index dir {index_dir}: cannot read {name}.parquet ({_one_line(e)}); "
-                                  f"re-run python -m mte.export") from None
-            if "embedding" not in table.columns:
-                raise SearchError(f"index dir {index_dir}: {name}.parquet has no embedding column")
-            vectors = _embedding_matrix(table.get_column("embedding"), embed_dim, path)
-            parts += [table.drop("embedding"), torch.from_numpy(vectors)]
-        return cls(*parts)
-
-    def _table(self, name: str) -> tuple[pl.DataFrame, torch.Tensor]:
-        return {"albums": (self.albums, self.album_emb), "reviews": (self.reviews, self.review_emb),
-                "tracks": (self.tracks, self.track_emb)}[name]
-
-
-def _quiet(_message: str) -> None:
-    return None
-
-
-def _empty(loaded: LoadedModel) -> torch.Tensor:
-    return torch.zeros(0, loaded.embed_dim)
-
-
-def _albums_from_tracks(track_emb: torch.Tensor, track_album: pl.Series) -> tuple[torch.Tensor, list[str]]:
-    """Album embeddings (normalised mean of their tracks) in sorted amazon_id order, and those ids."""
-    from mte.train.callbacks import album_embeddings  # the metrics' own definition; lazy: it imports Lightning
-
-    ids, codes = np.unique(track_album.to_numpy().astype(str), return_inverse=True)
-    if len(ids) == 0:
-        return track_emb[:0], []
-    emb, order = album_embeddings(track_emb, torch.from_numpy(codes.astype(np.int64)))
-    return emb, [str(ids[i]) for i in order.tolist()]
-
-
-def _readable_reviews(loaded: LoadedModel) -> np.ndarray:
-    """Rows of the reviews the model can read: non-empty token lists (bow/LSTM) or non-blank text (HF)."""
-    if loaded.reads_tokens:
-        lengths = loaded.data.reviews.get_column("tokens").list.len().fill_null(0).to_numpy()
-        return np.flatnonzero(lengths > 0)
-    return np.array([i for i, t in enumerate(loaded.review_texts()) if t.strip()], dtype=np.int64)
-
-
-def _embedding_matrix(column: pl.Series, dim: int, path: Path) -> np.ndarray:
-    if len(column) == 0:
-        return np.zeros((0, dim), np.float32)
-    matrix = column.to_numpy()
-    if matrix.ndim != 2 or matrix.shape[1] != dim:
-        raise SearchError(f"{path}: embeddings have shape {matrix.shape}, expected (n, {dim})")
-    return np.array(matrix, dtype=np.float32, order="C", copy=True)  # writable: torch shares its memory
-
-
-# ------------------------------------------------------------------------------------------ checkpoint identity
-def checkpoint_identity(path: str | Path, with_hash: bool = True) -> dict[str, Any]:
-    """What an export records about its checkpoint: resolved path, size, mtime and (by default) SHA-256."""
-    path = Path(path).expanduser().resolve()
-    stat = path.stat()
-    ident: dict[str, Any] = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    if with_hash:
-        ident["sha256"] = _sha256(path)
-    return ident
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _same_checkpoint(recorded: dict[str, Any], path: Path) -> bool:
-    """Cheap test first (same file, size and mtime); the hash only when the file was copied or touched."""
-    try:
-        now = checkpoint_identity(path, with_hash=False)
-    except OSError:
-        return False
-    if now["size"] != recorded.get("size"):
-        return False
-    if now["path"] == recorded.get("path") and now["mtime_ns"] == recorded.get("mtime_ns"):
-        return True
-    return _sha256(path) == recorded.get("sha256")
-
-
-def default_index_dir(ckpt_path: str | Path) -> Path:
-    """Where ``mte.export`` writes by default: beside the checkpoint, ``<dir>/<stem>-export`` (best-export/…)."""
-    path = Path(ckpt_path).expanduser()
-    return path.parent / f"{path.stem}-export"
-
-
-def find_index_dir(ckpt_path: str | Path) -> Path | None:
-    """The default export dir of this checkpoint when it exists and was made from this very checkpoint."""
-    candidate = default_index_dir(ckpt_path)
-    manifest = _read_manifest(candidate) if (candidate / "manifest.json").is_file() else None
-    if manifest is None or not _same_checkpoint(manifest.get("checkpoint", {}), Path(ckpt_path).expanduser()):
-        return None
-    return candidate
-
-
-def _read_manifest(index_dir: Path) -> dict[str, Any] | None:
-    try:
-        manifest = json.loads((index_dir / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) and manifest.get("format") == EXPORT_FORMAT else None
-
-
-# ------------------------------------------------------------------------------------------------------ FAISS
-def build_faiss_index(
-    vectors: np.ndarray, ivf_min_size: int = IVF_MIN_SIZE, nlist: int | None = None, nprobe: int = DEFAULT_NPROBE
-) -> tuple[Any, dict[str, Any]]:
-    """An inner-product FAISS index over ``vectors`` (rows = ids), and a description for the manifest.
-
-    Flat (exact) below ``ivf_min_size`` vectors; IVF-Flat above, with ``nlist`` lists (default 4·√n, at most n/39
-    so k-means has the 39 points per centroid FAISS asks for) trained on all vectors, searched with ``nprobe``.
-    """
-    import faiss
-
-    x = np.ascontiguousarray(vectors, dtype=np.float32)
-    n, dim = x.shape
-    if n < max(ivf_min_size, 1):
-        index = faiss.IndexFlatIP(dim)
-        index.add(x)
-        return index, {"type": "flat", "n": n}
-    lists = int(nlist) if nlist else round(4 * np.sqrt(n))
-    lists = max(1, min(lists, n // 39 or 1))
-    quantizer = faiss.IndexFlatIP(dim)
-    index = faiss.IndexIVFFlat(quantizer, dim, lists, faiss.METRIC_INNER_PRODUCT)
-    index.cp.seed = 0  # reproducible k-means
-    index.train(x)
-    index.add(x)
-    index.nprobe = min(int(nprobe), lists)
-    return index, {"type": "ivf", "n": n, "nlist": lists, "nprobe": index.nprobe}
-
-
-def _load_faiss(index_dir: Path, spec: dict[str, Any]) -> Any | None:
-    """The FAISS index a manifest entry names, or None when faiss is not installed (exact search then)."""
-    try:
-        import faiss
-    except ImportError:
-        return None
-    path = index_dir / str(spec.get("file", ""))
-    try:
-        index = faiss.read_index(str(path))
-    except RuntimeError as e:
-        raise SearchError(f"index dir {index_dir}: cannot read {path.name} ({_one_line(e)}); "
-                          f"re-run python -m mte.export faiss=true") from None
-    if spec.get("type") == "ivf":
-        faiss.extract_index_ivf(index).nprobe = int(spec.get("nprobe", DEFAULT_NPROBE))
-    return index
-
-
 # ------------------------------------------------------------------------------------------------ the engine
 class SearchEngine:
     """Queries against one model's gallery. Build with :meth:`from_checkpoint`; every method is read-only."""
 
-    def __init__(self, model: LoadedModel, gallery: Gallery, faiss_indexes: dict[str, Any] | None = None,
-                 index_dir: Path | None = None) -> None:
+    def __init__(self, model: LoadedModel, gallery: Gallery, source: GallerySource,
+                 faiss_indexes: dict[str, Any] | None = None) -> None:
         self.model = model
         self.gallery = gallery
+        self.source = source
         self.faiss_indexes = dict(faiss_indexes or {})
-        self.index_dir = index_dir
+        self.index_dir = Path(source.index_dir) if source.index_dir else None
         self._album_ids = gallery.albums.get_column("amazon_id").to_list()
         self._album_row = {aid: i for i, aid in enumerate(self._album_ids)}
         self._reviews_of = _group_rows(gallery.reviews.get_column("amazon_id"))
@@ -343,48 +89,57 @@ class SearchEngine:
         index_dir: str | Path | None = None,
         *,
         processed_dir: str | Path | None = None,
+        raw_dir: str | Path | None = None,
+        cache_dir: str | Path | None = None,
+        workers: int = 0,
         device: str = "cpu",
         progress: Progress | None = None,
     ) -> SearchEngine:
         """Load a checkpoint and its gallery: embedded now, or read from an export dir (``index_dir``).
 
-        Raises :class:`mte.models.inference.CheckpointError` for an unusable checkpoint, ProcessedDirError when its
-        processed dir is gone, and :class:`SearchError` when ``index_dir`` is not an export of this checkpoint.
+        The gallery holds the model's training data (its processed dir, checked against the checkpoint's input
+        contract; ``processed_dir`` overrides where it is), or with ``raw_dir`` every album of that MARD-format dir,
+        prepared with the contract (cached under ``cache_dir``). An export must match the checkpoint and the data.
+        Raises :class:`mte.models.inference.CheckpointError` for an unusable checkpoint or a training data dir that
+        is gone or changed, and :class:`SearchError` when ``index_dir`` is not an export of this checkpoint and data.
         """
-        say = progress or _quiet
+        say = progress or quiet
         say(f"loading {ckpt_path}")
         loaded = load_checkpoint(ckpt_path, processed_dir=processed_dir, device=device)
+        data = None
+        if raw_dir is not None:
+            say(f"preparing {raw_dir} with the model's input contract")
+            data = loaded.prepare_raw_dir(raw_dir, cache_dir, workers, verbose=False)  # stdout is for results
+            say(f"gallery: {len(data.albums)} albums, {len(data.reviews)} reviews of {raw_dir} ({data.root})")
+        elif index_dir is None or processed_dir is not None:
+            data = loaded.data
+        if data is not None:
+            source = GallerySource(str(data.root), data.manifest.get("fingerprint"),
+                                   str(data.manifest.get("raw_dir")) if raw_dir is not None else None)
+        else:  # an export of the training data: the contract knows which data that was, the dir is not needed
+            source = GallerySource(loaded.contract.processed_dir, loaded.contract.source.get("fingerprint"))
         if index_dir is None:
+            assert data is not None
             start = time.perf_counter()
-            engine = cls(loaded, Gallery.embed(loaded, say))
+            engine = cls(loaded, Gallery.embed(loaded, data, say), source)
             engine.embed_seconds = time.perf_counter() - start
             return engine
-        index_dir = Path(index_dir).expanduser()
-        manifest = _check_export(index_dir, loaded)
-        say(f"reading embeddings from {index_dir}")
-        gallery = Gallery.load(index_dir, int(manifest["embed_dim"]))
-        if gallery.counts() != manifest.get("counts"):
-            raise SearchError(f"index dir {index_dir}: row counts {gallery.counts()} differ from its manifest "
-                              f"{manifest.get('counts')}; re-run python -m mte.export")
-        indexes = {}
-        for name, spec in (manifest.get("faiss") or {}).items():
-            index = _load_faiss(index_dir, spec)
-            if index is not None:
-                indexes[name] = index
-        return cls(loaded, gallery, indexes, index_dir)
+        gallery, indexes, exported = load_export(Path(index_dir).expanduser(), loaded, source, say)
+        return cls(loaded, gallery, exported, indexes)
 
     # -- facts ----------------------------------------------------------------------------------------------
     @property
     def info(self) -> dict[str, Any]:
         """What a front end shows about the engine: checkpoint, model, gallery sizes, where embeddings came from."""
-        data = self.model.data
         return {
             "checkpoint": str(self.model.checkpoint),
-            "processed_dir": str(data.root),
+            "processed_dir": self.source.processed_dir,
+            "raw_dir": self.source.raw_dir,
+            "gallery": self.source.description,
             "feature_set": self.feature_set,
-            "n_features": len(data.feature_names),
+            "n_features": len(self.model.contract.feature_names),
             "embed_dim": self.gallery.embed_dim,
-            "text_backbone": str(self.model.model.hparams["text"].get("name", "")),  # type: ignore[attr-defined]
+            "text_backbone": self.model.text_backbone_name,
             "counts": self.gallery.counts(),
             "index_dir": str(self.index_dir) if self.index_dir else None,
             "faiss": sorted(self.faiss_indexes),
@@ -394,10 +149,10 @@ class SearchEngine:
     @property
     def feature_set(self) -> str:
         """The descriptor feature set the model reads (seed169 | seed369 | lowlevel_all)."""
-        data = self.model.data
-        if data.feature_set:
-            return data.feature_set
-        return {169: "seed169", 369: "seed369"}.get(len(data.feature_names), "lowlevel_all")
+        contract = self.model.contract
+        if contract.feature_set:
+            return contract.feature_set
+        return {169: "seed169", 369: "seed369"}.get(len(contract.feature_names), "lowlevel_all")
 
     @cached_property
     def genres(self) -> list[str]:
@@ -425,7 +180,7 @@ class SearchEngine:
 
     def descriptor_features(self, doc_or_path: dict | str | Path | bytes | np.ndarray) -> np.ndarray:
         """The RAW feature vector (float64, model order) of a descriptor; see :meth:`embed_descriptor`."""
-        names = self.model.data.feature_names
+        names = self.model.contract.feature_names
         if isinstance(doc_or_path, np.ndarray):
             vec = np.asarray(doc_or_path, dtype=np.float64).ravel()
             label = "descriptor vector"
@@ -447,7 +202,7 @@ class SearchEngine:
             raise SearchError(f"{label}: unusable descriptor for {feature_set} features ({e})") from None
         if isinstance(feats, np.ndarray):
             return feats.astype(np.float64)
-        names = self.model.data.feature_names
+        names = self.model.contract.feature_names
         missing = [n for n in names if n not in feats]
         if missing:
             raise SearchError(
@@ -584,99 +339,9 @@ class SearchEngine:
         nprobe: int = DEFAULT_NPROBE,
         progress: Progress | None = None,
     ) -> Path:
-        """Write the gallery (Parquet + manifest, optional FAISS indexes) atomically; returns the dir.
-
-        Default ``out_dir``: :func:`default_index_dir` (beside the checkpoint), which ``mte.search`` picks up by
-        itself. The dir is built under a temp name next to it and renamed into place, so readers never see a
-        half-written export and a failed export leaves the previous one intact.
-        """
-        say = progress or _quiet
-        start = time.perf_counter()
-        out = Path(out_dir).expanduser() if out_dir else default_index_dir(self.model.checkpoint)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        try:
-            say(f"writing Parquet to {out}")
-            self.gallery.save(tmp)
-            indexes: dict[str, Any] = {}
-            if faiss:
-                indexes = self._write_faiss(tmp, ivf_min_size, nlist, nprobe, say)
-            manifest = self._export_manifest(indexes, ivf_min_size, time.perf_counter() - start)
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-            _replace_dir(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return out
-
-    def _write_faiss(self, out: Path, ivf_min_size: int, nlist: int | None, nprobe: int,
-                     say: Progress) -> dict[str, Any]:
-        import faiss
-
-        specs = {}
-        for name in ("albums", "reviews"):
-            _, emb = self.gallery._table(name)
-            say(f"building the FAISS index of {len(emb)} {name}")
-            index, spec = build_faiss_index(emb.numpy(), ivf_min_size=ivf_min_size, nlist=nlist, nprobe=nprobe)
-            faiss.write_index(index, str(out / f"{name}.faiss"))
-            specs[name] = {**spec, "file": f"{name}.faiss"}
-        return specs
-
-    def _export_manifest(self, faiss_specs: dict[str, Any], ivf_min_size: int, elapsed: float) -> dict[str, Any]:
-        import mte
-
-        data = self.model.data
-        return {
-            "format": EXPORT_FORMAT,
-            "mte_version": getattr(mte, "__version__", "unknown"),
-            "checkpoint": checkpoint_identity(self.model.checkpoint),
-            "processed_dir": str(Path(data.root).resolve()),
-            "processed_fingerprint": data.manifest.get("fingerprint"),
-            "feature_set": self.feature_set,
-            "embed_dim": self.gallery.embed_dim,
-            "text_backbone": self.info["text_backbone"],
-            "counts": self.gallery.counts(),
-            "faiss": faiss_specs,
-            "ivf_min_size": ivf_min_size,
-            "score": "cosine similarity (inner product of unit vectors)",
-            "embed_s": round(self.embed_seconds, 3) if self.embed_seconds is not None else None,
-            "write_s": round(elapsed, 3),
-        }
-
-
-def _check_export(index_dir: Path, loaded: LoadedModel) -> dict[str, Any]:
-    """The manifest of an export dir made from this checkpoint and processed dir, else SearchError."""
-    if not (index_dir / "manifest.json").is_file():
-        raise SearchError(f"not an export dir: {index_dir} has no manifest.json; make one with "
-                          f"python -m mte.export ckpt_path={loaded.checkpoint}")
-    manifest = _read_manifest(index_dir)
-    if manifest is None:
-        raise SearchError(f"{index_dir}/manifest.json is not an {EXPORT_FORMAT} manifest; re-run python -m mte.export")
-    if not _same_checkpoint(manifest.get("checkpoint", {}), Path(loaded.checkpoint)):
-        raise SearchError(f"index dir {index_dir} was exported from another checkpoint "
-                          f"({manifest.get('checkpoint', {}).get('path')}); re-run python -m mte.export "
-                          f"ckpt_path={loaded.checkpoint}")
-    fingerprint = loaded.data.manifest.get("fingerprint")
-    if manifest.get("processed_fingerprint") != fingerprint:
-        raise SearchError(f"index dir {index_dir} was exported from other processed data; re-run python -m mte.export")
-    if int(manifest.get("embed_dim", -1)) != loaded.embed_dim:
-        raise SearchError(f"index dir {index_dir} holds {manifest.get('embed_dim')}-d embeddings; the model makes "
-                          f"{loaded.embed_dim}-d ones")
-    return manifest
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move a finished dir into place; an existing one is renamed away first and deleted after."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        """Write the gallery to disk (see :func:`mte.search.export.write_export`); returns the export dir."""
+        return write_export(self, out_dir, faiss=faiss, ivf_min_size=ivf_min_size, nlist=nlist, nprobe=nprobe,
+                            progress=progress)
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -767,7 +432,3 @@ def load_document(source: dict | str | Path | bytes) -> tuple[dict, str]:
         return load_descriptor(data), label
     except DescriptorError as e:
         raise SearchError(f"{label}: broken descriptor ({e})") from None
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())[:200] or type(e).__name__

@@ -40,11 +40,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from mte.data.processed import ProcessedData
 from mte.eval.metrics import expected_random_rank, expected_random_recall, median
+from mte.models.baselines import CCAEmbedder, CCAProjection, RandomEmbedder, save_baseline, tfidf
+from mte.models.contract import InputContract
 
 BASELINES = ("random", "cca")
 """``model.name`` values that :func:`mte.train.run.run` hands to :func:`run_baseline` instead of training."""
@@ -297,16 +298,6 @@ def token_counts(data: ProcessedData, review_idx: np.ndarray, vocab_size: int) -
     return torch.sparse_coo_tensor(index, ones, (len(review_idx), vocab_size), check_invariants=False).coalesce()
 
 
-def tfidf(counts: Tensor, idf: Tensor) -> Tensor:
-    """Sublinear TF × IDF, rows L2-normalised (sparse in, sparse out); IDF 0 drops a column ([PAD], [UNK])."""
-    counts = counts.coalesce()
-    rows, cols = counts.indices()
-    values = (1.0 + torch.log(counts.values())) * idf[cols]
-    norms = torch.zeros(counts.shape[0], dtype=torch.float64).index_add_(0, rows, values**2).sqrt()
-    values = values / norms[rows].clamp(min=1e-12)
-    return torch.sparse_coo_tensor(counts.indices(), values, counts.shape, check_invariants=False).coalesce()
-
-
 def smooth_idf(counts: Tensor, dropped: Sequence[int] = (0, 1)) -> Tensor:
     """``log((1+N)/(1+df)) + 1`` per vocabulary id (sklearn's smooth IDF), 0 for the ``dropped`` ids."""
     counts = counts.coalesce()
@@ -316,23 +307,6 @@ def smooth_idf(counts: Tensor, dropped: Sequence[int] = (0, 1)) -> Tensor:
     idf = torch.log((1.0 + counts.shape[0]) / (1.0 + df)) + 1.0
     idf[list(dropped)] = 0.0
     return idf
-
-
-@dataclass
-class CCAProjection:
-    """A fitted CCA: centre, project, scale by ``correlations ** power``."""
-
-    x_mean: Tensor
-    y_mean: Tensor
-    x_weights: Tensor  # [dx, k]
-    y_weights: Tensor  # [dy, k]
-    correlations: Tensor  # [k], descending
-
-    def transform_x(self, x: Tensor, power: float = 0.0) -> Tensor:
-        return ((x.to(torch.float64) - self.x_mean) @ self.x_weights) * self.correlations.clamp(min=0) ** power
-
-    def transform_y(self, y: Tensor, power: float = 0.0) -> Tensor:
-        return ((y.to(torch.float64) - self.y_mean) @ self.y_weights) * self.correlations.clamp(min=0) ** power
 
 
 def _ridge_covariance(centered: Tensor, reg: float) -> Tensor:
@@ -409,16 +383,17 @@ class CCABaseline:
         audio = torch.from_numpy(album_mean_features(data, train)[train.review_album])
         return cls(idf, components, fit_cca(text, audio, embed_dim, reg), power)
 
+    def embedder(self) -> CCAEmbedder:
+        """The fitted baseline as a model with a trained network's embedding interface (what its checkpoint holds)."""
+        return CCAEmbedder(self.idf, self.components, self.cca, self.power)
+
     def embed_reviews(self, data: ProcessedData, review_idx: np.ndarray) -> Tensor:
         """Unit-length float32 embeddings of reviews (by ``review_idx``)."""
-        counts = token_counts(data, review_idx, self.idf.numel())
-        text = torch.sparse.mm(tfidf(counts, self.idf), self.components)
-        return F.normalize(self.cca.transform_x(text, self.power), dim=1).float()
+        return self.embedder().embed_counts(token_counts(data, review_idx, self.idf.numel()))
 
     def embed_audio(self, standardized: np.ndarray | Tensor) -> Tensor:
         """Unit-length float32 embeddings of standardised descriptor vectors (one row per track)."""
-        y = torch.as_tensor(np.asarray(standardized), dtype=torch.float64)
-        return F.normalize(self.cca.transform_y(y, self.power), dim=1).float()
+        return self.embedder().embed_audio(torch.as_tensor(np.asarray(standardized), dtype=torch.float64))
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -485,6 +460,9 @@ def evaluate_baseline(cfg: Any, data: ProcessedData, run_dir: Path) -> tuple[dic
     if name == "random":
         val = random_split_metrics(data, "val", "val", ks, map_k, seed=cfg.seed)
         test = random_split_metrics(data, "test", "test", ks, map_k, bootstrap, seed=cfg.seed)
+        embedder = RandomEmbedder(int(cfg.seed), data.vocabulary().size, len(data.feature_names),
+                                  int(cfg.model.get("embed_dim", 128)))
+        extra["model_file"] = str(save_baseline_checkpoint(run_dir, embedder, data))
     elif name == "cca":
         model = CCABaseline.fit(
             data,
@@ -494,16 +472,20 @@ def evaluate_baseline(cfg: Any, data: ProcessedData, run_dir: Path) -> tuple[dic
             power=float(cfg.model.get("power", 1.0)),
             seed=int(cfg.seed),
         )
-        path = run_dir / "cca.pt"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        torch.save({"state": model.state_dict(), "processed_dir": str(data.root.resolve())}, path)
-        extra["model_file"] = str(path)
+        extra["model_file"] = str(save_baseline_checkpoint(run_dir, model.embedder(), data))
         extra["canonical_correlations"] = [round(float(c), 6) for c in model.cca.correlations[:10]]
         val = cca_split_metrics(model, data, "val", "val", ks, map_k)
         test = cca_split_metrics(model, data, "test", "test", ks, map_k, bootstrap)
     else:
         raise ValueError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}")
     return {**val, **_val_best(val), **test}, extra
+
+
+def save_baseline_checkpoint(run_dir: Path, embedder: CCAEmbedder | RandomEmbedder, data: ProcessedData) -> Path:
+    """``<run>/checkpoints/best.ckpt``: the baseline with the input contract of ``data`` (standardised audio, as
+    the baselines read it), which ``mte.evaluate`` and search load like a trained model's checkpoint."""
+    contract = InputContract.from_processed(data, standardize=True)
+    return save_baseline(run_dir / "checkpoints" / "best.ckpt", embedder, contract)
 
 
 def run_baseline(cfg: Any, data: ProcessedData) -> dict[str, float]:

@@ -27,16 +27,20 @@ def quiet_known_warnings() -> None:
 
 
 def build_datamodule(cfg: DictConfig, model: Any, data: Any):
-    """The data module, fed with what the model's text backbone reads (tokens, HF inputs or cached features)."""
+    """The data module, fed with what the model's text backbone reads (tokens, HF inputs or cached features),
+    through the model's input contract (its text fields and descriptor scaling)."""
     from mte.data.datamodule import MardDataModule
+    from mte.models.contract import InputContract
 
+    contract = getattr(model, "input_contract", None) or InputContract.from_processed(
+        data, standardize=bool(cfg.data.get("standardize", True)))
     backbone = model.text_backbone
     kind = backbone.input_kind
     options: dict[str, Any] = {}
     if kind == "hf":
         options["tokenize"] = backbone.text_tokenizer  # picklable: loader workers get no model copy
     elif kind == "features":
-        options["text_features"], options["feature_reviews"] = frozen_text_features(cfg, backbone, data)
+        options["text_features"], options["feature_reviews"] = frozen_text_features(cfg, model, data)
     return MardDataModule(
         data,
         batch_size=cfg.data.batch_size,
@@ -44,32 +48,34 @@ def build_datamodule(cfg: DictConfig, model: Any, data: Any):
         num_workers=cfg.data.num_workers,
         text_input=kind,
         seed=cfg.seed,
-        standardize=cfg.data.get("standardize", True),
+        contract=contract,
         **options,
     )
 
 
-def frozen_text_features(cfg: DictConfig, backbone: Any, data: Any) -> tuple[np.ndarray, np.ndarray]:
+def frozen_text_features(cfg: DictConfig, model: Any, data: Any) -> tuple[np.ndarray, np.ndarray]:
     """Features of every paired review from the frozen encoder: computed once, then read from the disk cache."""
-    from mte.data.datamodule import review_strings
     from mte.models.feature_cache import cached_text_features
 
+    contract = model.input_contract
     paired = np.flatnonzero(data.reviews.get_column("paired").to_numpy())
-    text_fields = data.manifest["config"]["text_fields"]
-    texts = review_strings(data.reviews[paired], text_fields)
+    texts = contract.review_texts(data.reviews[paired])
     # keyed by the raw data's fingerprint and how reviews become text: a re-prepare in place cannot reuse stale rows
-    data_key = hashlib.sha256(f"{data.manifest['fingerprint']}|{text_fields}|{len(paired)}".encode()).hexdigest()[:16]
+    key = f"{data.manifest['fingerprint']}|{contract.text_fields}|{len(paired)}"
+    data_key = hashlib.sha256(key.encode()).hexdigest()[:16]
     cache_dir = Path(cfg.data.cache_dir) / "text_features"
     batch_size = cfg.text.get("feature_batch_size", 64)
-    features = cached_text_features(backbone, texts, cache_dir, data_key, batch_size=batch_size)
+    features = cached_text_features(model.text_backbone, texts, cache_dir, data_key, batch_size=batch_size)
     return np.asarray(features, dtype=np.float32), paired
 
 
 def build_model(cfg: DictConfig, data: Any):
+    """The network for ``cfg`` on ``data``, carrying the input contract of ``data`` (saved in its checkpoints)."""
+    from mte.models.contract import InputContract
     from mte.models.module import EmbeddingModel
 
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    data_cfg["processed_dir"] = str(data.root.resolve())  # the checkpoint then knows its data
+    data_cfg["processed_dir"] = str(data.root.resolve())  # for people reading hparams; the contract is what counts
     model = EmbeddingModel(
         text=cfg.text,
         audio=cfg.audio,
@@ -79,6 +85,9 @@ def build_model(cfg: DictConfig, data: Any):
         audio_dim=len(data.feature_names),
         data=data_cfg,
     )
+    hf = getattr(model.text_backbone, "pretrained", None)
+    model.input_contract = InputContract.from_processed(data, standardize=bool(cfg.data.get("standardize", True)),
+                                                        hf_tokenizer=str(hf) if hf is not None else None)
     fit_text_statistics(model.text_backbone, data)
     return model
 

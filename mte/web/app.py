@@ -34,7 +34,8 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from mte.search.engine import SearchEngine, SearchError
+from mte.search.engine import SearchEngine
+from mte.search.errors import SearchError
 from mte.search.essentia import AUDIO_SUFFIXES, essentia_available
 from mte.web.extract import ExtractionError, run_extraction, stop_all
 from mte.web.jobs import JobManager, Progress, QueueFull
@@ -124,6 +125,7 @@ class SearchService:
             "feature_set": info["feature_set"],
             "embed_dim": info["embed_dim"],
             "counts": counts,
+            "gallery": info["gallery"],
             "k": self.settings.k,
             "max_k": MAX_K,
             "max_upload_mb": self.settings.max_upload_mb,
@@ -131,6 +133,7 @@ class SearchService:
             "description": (
                 f"{Path(info['checkpoint']).name} · {info['text_backbone']} text · {info['feature_set']} audio · "
                 f"{counts['albums']:,} albums · {counts['reviews']:,} reviews"
+                + (f" of {Path(info['raw_dir']).name}" if info.get("raw_dir") else "")  # the user's own collection
             ),
         }
 
