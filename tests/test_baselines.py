@@ -176,6 +176,6 @@ def test_train_entry_point_runs_baselines(tmp_path, baseline):
             for name in METRICS:
                 assert f"{stage}/{direction}/{name}" in metrics, f"{stage}/{direction}/{name}"
     assert "test/t2a/R@10_lo" in metrics and "test/t2a/R@10_hi" in metrics
-    assert payload["baseline"] == baseline and payload["best_checkpoint"] == ""
+    assert payload["kind"] == "baseline" and payload["baseline"] == baseline and payload["best_checkpoint"] == ""
     if baseline == "cca":
         assert (run_dir / "cca.pt").is_file()
