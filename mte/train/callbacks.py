@@ -9,6 +9,7 @@ scored by :func:`mte.eval.protocols.evaluate_embeddings`, the very function ``py
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from mte.cli import UserError
 from mte.eval.protocols import EvalSet, evaluate_embeddings
 from mte.eval.protocols import album_embeddings as album_embeddings  # re-export: mte.search.engine imports it here
+from mte.eval.results import write_text_atomic
 
 COUNTS = ("n_queries", "n_excluded", "n_gallery")
 """Metric suffixes that count items rather than measure the model: not carried into ``val_best/*``."""
@@ -268,10 +270,13 @@ class EmbeddingProjector(Callback):
 
 
 def write_projector_tsv(out_dir: Path, embeddings: torch.Tensor, header: list[str], rows: list[list[str]]) -> None:
-    """The two TSV files the standalone TensorFlow projector loads (tensors, and metadata with a header)."""
+    """The two TSV files the standalone TensorFlow projector loads (tensors, and metadata with a header), each
+    written atomically (:func:`mte.eval.results.write_text_atomic`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "tensors.tsv", "w", newline="") as f:
-        csv.writer(f, delimiter="\t").writerows([f"{x:.6f}" for x in vec] for vec in embeddings.tolist())
     clean = [[cell.replace("\t", " ").replace("\n", " ") for cell in row] for row in rows]
-    with open(out_dir / "metadata.tsv", "w", newline="") as f:
-        csv.writer(f, delimiter="\t").writerows([header, *clean])
+    tensors = [[f"{x:.6f}" for x in vec] for vec in embeddings.tolist()]
+    tables = {"tensors.tsv": tensors, "metadata.tsv": [header, *clean]}
+    for name, table in tables.items():
+        text = io.StringIO(newline="")
+        csv.writer(text, delimiter="\t").writerows(table)
+        write_text_atomic(out_dir / name, text.getvalue())
