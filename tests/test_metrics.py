@@ -24,13 +24,7 @@ from mte.eval.metrics import (
     retrieval_metrics,
     summarize,
 )
-from mte.eval.ranking import (
-    _topk_values,
-    average_precision_at_k,
-    ranks_of_first_relevant,
-    relevant_counts,
-    retrieval_ranks,
-)
+from mte.eval.ranking import _topk_values, relevant_counts, retrieval_ranks
 
 # ----------------------------------------------------------------------------------------------------------------
 # brute-force reference
@@ -154,10 +148,10 @@ def test_hand_example_ties_are_pessimistic():
     gallery = torch.tensor([[0.9, 0.0], [0.9, 0.0], [0.5, 0.0], [0.1, 0.0]])
     query_labels, gallery_labels = torch.tensor([7]), torch.tensor([7, 3, 7, 3])
     # pessimistic order: irrelevant 0.9, relevant 0.9, relevant 0.5, irrelevant 0.1
-    assert ranks_of_first_relevant(query, gallery, query_labels, gallery_labels).tolist() == [2]
-    ap = average_precision_at_k(query, gallery, query_labels, gallery_labels, k=10)
+    rank, ap = retrieval_ranks(query, gallery, query_labels, gallery_labels, map_k=10)
+    assert rank.tolist() == [2]
     assert ap.item() == pytest.approx((1 / 2 + 2 / 3) / 2)
-    ap2 = average_precision_at_k(query, gallery, query_labels, gallery_labels, k=2)
+    _, ap2 = retrieval_ranks(query, gallery, query_labels, gallery_labels, map_k=2)
     assert ap2.item() == pytest.approx((1 / 2) / 2)
 
 
@@ -234,11 +228,11 @@ def test_half_precision_inputs_are_scored_in_float32():
 
 def test_invalid_inputs_raise():
     with pytest.raises(ValueError, match="gallery"):
-        ranks_of_first_relevant(torch.ones(2, 3), torch.ones(2, 4), torch.arange(2), torch.arange(2))
+        retrieval_ranks(torch.ones(2, 3), torch.ones(2, 4), torch.arange(2), torch.arange(2))
     with pytest.raises(ValueError, match="labels"):
-        ranks_of_first_relevant(torch.ones(2, 3), torch.ones(2, 3), torch.arange(3), torch.arange(2))
+        retrieval_ranks(torch.ones(2, 3), torch.ones(2, 3), torch.arange(3), torch.arange(2))
     with pytest.raises(ValueError, match="empty"):
-        ranks_of_first_relevant(torch.ones(2, 3), torch.ones(0, 3), torch.arange(2), torch.arange(0))
+        retrieval_ranks(torch.ones(2, 3), torch.ones(0, 3), torch.arange(2), torch.arange(0))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -188,32 +188,3 @@ def _precision_sum(top_irr: Tensor, rel_scores: Tensor, n_rel: Tensor, k: int) -
     position = m + above
     counted = (m <= n_rel[:, None]) & (position <= k)
     return torch.where(counted, m / position, 0.0).sum(1)
-
-
-def ranks_of_first_relevant(
-    query: Tensor, gallery: Tensor, query_labels: Tensor, gallery_labels: Tensor, chunk_size: int = 4096
-) -> Tensor:
-    """1-based rank of the best-scoring relevant gallery item per query, ties pessimistic — ``LongTensor[Q]``.
-
-    ``rank = 1 + #{irrelevant g : q·g ≥ max over relevant r of q·r}``; −1 for a query whose label is not in the
-    gallery (excluded from the aggregates, see the module docstring).
-    """
-    return retrieval_ranks(query, gallery, query_labels, gallery_labels, map_k=0, chunk_size=chunk_size)[0]
-
-
-def average_precision_at_k(
-    query: Tensor,
-    gallery: Tensor,
-    query_labels: Tensor,
-    gallery_labels: Tensor,
-    k: int = 10,
-    chunk_size: int = 4096,
-) -> Tensor:
-    """AP@k per query, float64 in ``[0, 1]`` (NaN for a query without a relevant item).
-
-    ``AP@k = (1 / min(R, k)) · Σ_{i ≤ k} P(i)·rel(i)`` with R the number of relevant gallery items and the
-    ranking ordered by score, irrelevant before relevant among equal scores.
-    """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    return retrieval_ranks(query, gallery, query_labels, gallery_labels, map_k=k, chunk_size=chunk_size)[1]
