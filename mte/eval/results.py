@@ -8,8 +8,9 @@ Every result mte writes is a ``metrics.json`` of the form::
 
 * ``run`` (``python -m mte.train``, written into the run dir): ``best_checkpoint``, ``last_checkpoint``,
   ``epochs``, ``processed_dir``, ``tags``, ``selection`` (how the tested checkpoint was chosen: ``best
-  val/t2a/R@10``, or ``last`` when the test albums are also validation albums, e.g. ``data.split=paper``) and
-  ``selected_epoch`` (the epoch whose validation metrics are ``val_best/*``).
+  val/t2a/R@10``, or ``last`` when the test albums are also validation albums, e.g. ``data.split=paper``; with
+  ``train=false``, the given ``ckpt_path``) and ``selected_epoch`` (the epoch whose validation metrics are
+  ``val_best/*``).
 * ``baseline`` (``python -m mte.train model=random|cca``): the run fields plus ``baseline`` (its name).
 * ``evaluation`` (``python -m mte.evaluate``, written into ``<run>/eval/<split>-<protocol>[-<tag>]/``):
   ``checkpoint``, ``protocol``, ``split``, ``processed_dir``, ``raw_dir``, ``bootstrap``, ``seed``, …

@@ -120,6 +120,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     datamodule = build_datamodule(cfg, model, data)
     callbacks = build_callbacks(cfg.get("callbacks"))
     selection = apply_selection(callbacks, test_touches_val(data))
+    if not cfg.get("train", True):
+        selection = "the given ckpt_path (no training)"
     loggers = build_loggers(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     run_dir = Path(cfg.paths.output_dir)
