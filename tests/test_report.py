@@ -279,3 +279,19 @@ def test_real_multirun_then_report(tmp_path):
     for name in ("recall_at_k.png", "sweep_loss.margin.png", "embedding_map.png"):
         _assert_png(sweep_dir / "report" / name)
         assert f"]({name})" in text
+
+
+def test_results_kind_of_old_and_new_files(tmp_path):
+    """One format: a kind on every file written now; files from before it are read by their fields."""
+    from mte.eval.results import read_results, result_kind, write_results
+
+    written = write_results(tmp_path / "a" / "metrics.json", "evaluation", {"test/t2a/R@10": 1.0}, protocol="album")
+    assert read_results(tmp_path / "a" / "metrics.json") == written and written["kind"] == "evaluation"
+    assert not [p for p in (tmp_path / "a").iterdir() if p.name != "metrics.json"]  # no temp file left
+    assert result_kind({"metrics": {}}) == "run"
+    assert result_kind({"metrics": {}, "baseline": "cca"}) == "baseline"
+    assert result_kind({"metrics": {}, "protocol": "album", "checkpoint": "x.ckpt"}) == "evaluation"
+    with pytest.raises(ValueError, match="unknown results kind"):
+        write_results(tmp_path / "b.json", "sweep", {})
+    (tmp_path / "c.json").write_text('{"metrics": 3}')
+    assert read_results(tmp_path / "c.json") is None
