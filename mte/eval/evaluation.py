@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mte.data.splits import SPLITS
 from mte.eval.protocols import (
     DIRECTION_TITLES,
     DIRECTIONS,
@@ -57,7 +58,6 @@ if TYPE_CHECKING:
     from mte.data.processed import ProcessedData
     from mte.models.inference import LoadedModel
 
-SPLITS = ("train", "val", "test")
 
 
 # --------------------------------------------------------------------------------------------------------------
