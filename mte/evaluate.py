@@ -1,9 +1,10 @@
 """``python -m mte.evaluate ckpt_path=… [split=test] [protocol=album|track|seed] [data.raw_dir=OTHER] [out_dir=…]``.
 
-A thin Hydra entry point over :func:`mte.eval.evaluation.evaluate` (protocol definitions are in that module): it writes
-``metrics.json`` and ``metrics.md`` into ``<run>/eval/<split>-<protocol>[-<data tag>]/`` (or ``out_dir``), prints
-the table and returns ``{split}/t2a/R@10`` so sweeps can use it. A bad checkpoint, processed dir or raw dir prints
-one ``error:`` line on stderr and exits with status 2.
+A thin Hydra entry point over :func:`mte.eval.evaluation.evaluate` (protocol definitions:
+:mod:`mte.eval.protocols`): it writes ``metrics.json`` (kind ``evaluation``, :mod:`mte.eval.results`) and
+``metrics.md`` into ``<run>/eval/<split>-<protocol>[-<data tag>]/`` (or ``out_dir``), prints the summary table and
+returns ``{split}/t2a/R@10`` so sweeps can use it. A bad checkpoint, processed dir or raw dir prints one ``error:``
+line on stderr and exits with status 2.
 
 Examples::
 

@@ -1,11 +1,12 @@
 """``python -m mte.report DIR [out=DIR] [metric=NAME] [map=false] [reviews=N]`` — tables and figures for runs.
 
-``DIR`` is a multirun dir (``outputs/multirun/<date>/<time>``), a single run dir, or any folder holding runs:
-every ``metrics.json`` below it is a run. Writes ``report.md`` (test metrics with 95% intervals for both
-directions, the paper's Table 1 beside paper rows, a grid for two-parameter sweeps) and PNG figures into
-``out`` (default ``DIR/report``). Options are ``key=value`` like Hydra's, so the command reads like
-``python -m mte.train``; this entry point stays plain argparse because it composes no config and should start
-in a second (torch and the model code load only for the embedding map).
+``DIR`` is a multirun dir (``outputs/multirun/<date>/<time>``), a single run dir, or any folder holding runs: every
+``metrics.json`` below it of kind ``run`` or ``baseline`` is a run, and each ``python -m mte.evaluate`` result
+(``<run>/eval/*/metrics.json``, kind ``evaluation``) is listed under the run it evaluated. Writes ``report.md``
+(test metrics with 95% intervals for both directions, the paper's Table 1 beside paper rows, a grid for two-
+parameter sweeps) and PNG figures into ``out`` (default ``DIR/report``). Options are ``key=value`` like Hydra's, so
+the command reads like ``python -m mte.train``; this entry point stays plain argparse because it composes no config
+and should start in a second (torch and the model code load only for the embedding map).
 
 Examples::
 
@@ -82,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     best = f"; best: {report.best.name}" if report.best else ""
-    print(f"{len(report.runs)} run(s){best}")
+    attached = sum(len(run.evaluations) for run in report.runs)
+    evaluations = f", {attached} evaluation(s) under them" if attached else ""
+    if report.orphans:
+        evaluations += f", {len(report.orphans)} evaluation(s) of runs not below {args.dir}"
+    print(f"{len(report.runs)} run(s){evaluations}{best}")
     print(f"report: {report.markdown}")
     for figure in report.figures:
         print(f"figure: {figure}")

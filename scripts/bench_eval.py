@@ -3,7 +3,7 @@
 Two parts, each in a fresh process so its peak RSS is its own:
 
 * ``ranking`` — embedding excluded: random unit vectors of MARD's shapes (``--reviews`` × 128 text rows,
-  ``--albums`` albums of ``--tracks`` track(s)) through :func:`mte.eval.evaluation.evaluate_embeddings`, both
+  ``--albums`` albums of ``--tracks`` track(s)) through :func:`mte.eval.protocols.evaluate_embeddings`, both
   directions, ``--bootstrap`` resamples — exactly what ``python -m mte.evaluate`` runs after embedding. Also
   times each direction without the bootstrap, and the bootstrap alone.
 * ``e2e`` — embedding included: :func:`mte.eval.evaluation.evaluate` of a real checkpoint on every paired album of a
@@ -57,8 +57,9 @@ def part_ranking(args: argparse.Namespace) -> None:
     import torch
     import torch.nn.functional as F
 
-    from mte.eval.evaluation import EvalSet, evaluate_embeddings, protocol_tasks
-    from mte.eval.metrics import bootstrap_intervals, per_query_metrics, retrieval_ranks
+    from mte.eval.metrics import bootstrap_intervals, per_query_metrics
+    from mte.eval.protocols import EvalSet, evaluate_embeddings, protocol_tasks
+    from mte.eval.ranking import retrieval_ranks
 
     print(f"[ranking] {load()}; torch threads {torch.get_num_threads()}", flush=True)
     g = torch.Generator().manual_seed(0)
@@ -88,8 +89,9 @@ def part_ranking(args: argparse.Namespace) -> None:
                 t1, c1 = time.perf_counter(), time.process_time()
                 rank, ap = retrieval_ranks(task.query, task.gallery, task.query_labels, task.gallery_labels)
                 t2, c2 = time.perf_counter(), time.process_time()
+                scored = rank > 0
                 bootstrap_intervals(per_query_metrics(rank, ap), n=args.bootstrap,
-                                    generator=torch.Generator().manual_seed(0))
+                                    generator=torch.Generator().manual_seed(0), clusters=task.query_cluster[scored])
                 t3, c3 = time.perf_counter(), time.process_time()
                 print(f"[ranking]        {direction}: ranks + AP@10 {t2 - t1:5.2f} s wall ({c2 - c1:.2f} s CPU), "
                       f"bootstrap {t3 - t2:5.2f} s wall ({c3 - c2:.2f} s CPU)", flush=True)

@@ -176,5 +176,7 @@ def test_train_entry_point_runs_baselines(tmp_path, baseline):
             for name in METRICS:
                 assert f"{stage}/{direction}/{name}" in metrics, f"{stage}/{direction}/{name}"
     assert "test/t2a/R@10_lo" in metrics and "test/t2a/R@10_hi" in metrics
-    assert payload["baseline"] == baseline and payload["best_checkpoint"] == ""
-    assert (run_dir / "checkpoints" / "best.ckpt").is_file()  # mte.evaluate accepts it (tests/test_contract.py)
+    assert payload["kind"] == "baseline" and payload["baseline"] == baseline
+    # mte.evaluate accepts it (tests/test_contract.py), and the run's files point at it
+    assert payload["best_checkpoint"] == str(run_dir / "checkpoints" / "best.ckpt")
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()

@@ -1,4 +1,5 @@
-"""``mte.evaluate`` / ``mte.eval.evaluation``: exact protocols, the same numbers as training, other data, files, errors.
+"""``mte.evaluate`` / ``mte.eval.protocols`` / ``mte.eval.evaluation``: exact protocols, the query rule, the same
+numbers as training (one function), honest selection, other data, files, errors.
 
 The protocol tests compare the evaluator with a brute force written out plainly below (score every pair, sort
 with irrelevant-first ties, read off ranks and AP) on random data with duplicate vectors (ties) and albums of
@@ -22,18 +23,8 @@ import torch
 import torch.nn.functional as F
 from helpers import REPO, rank_and_ap, run_module
 
-from mte.eval.evaluation import (
-    PROTOCOLS,
-    EvalSet,
-    EvaluationError,
-    album_embeddings,
-    data_tag,
-    default_out_dir,
-    evaluate,
-    evaluate_embeddings,
-    markdown_table,
-    title_labels,
-)
+from mte.eval.evaluation import data_tag, default_out_dir, evaluate, markdown_table, title_labels
+from mte.eval.protocols import PROTOCOLS, EvalSet, EvaluationError, evaluate_embeddings, query_mask
 
 CONF = REPO / "conf"
 METRICS = ("R@1", "R@5", "R@10", "mAP@10", "MedR", "MeanR")
@@ -154,25 +145,23 @@ def _separated_set(start: int) -> EvalSet:
 # --------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("start", [0, 100])
-def test_protocol_matches_brute_force(protocol: str, start: int, fused: bool) -> None:
+def test_protocol_matches_brute_force(protocol: str, start: int) -> None:
     s = _separated_set(start)
     assert len(set(s.track_album.tolist())) < len(s.track_album)  # some album has several tracks
-    got = evaluate_embeddings(s, protocol, stage="test", bootstrap=0, fused=fused)
+    got = evaluate_embeddings(s, protocol, stage="test", bootstrap=0)
     for direction, expected in brute_protocol(s, protocol).items():
         for name, value in expected.items():
             assert got[f"test/{direction}/{name}"] == pytest.approx(value, rel=1e-12, abs=1e-12), (direction, name)
         assert got[f"test/{direction}/n_excluded"] == 0
 
 
-@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_collapsed_model_gets_the_worst_ranks(protocol: str, fused: bool) -> None:
+def test_collapsed_model_gets_the_worst_ranks(protocol: str) -> None:
     """Every score equal: pessimistic ties put every irrelevant item first, in every protocol."""
     s = random_eval_set(0, collapsed=True)
-    got = evaluate_embeddings(s, protocol, stage="val", bootstrap=0, fused=fused)
+    got = evaluate_embeddings(s, protocol, stage="val", bootstrap=0)
     for direction, expected in brute_protocol(s, protocol).items():
         for name, value in expected.items():
             assert got[f"val/{direction}/{name}"] == pytest.approx(value, rel=1e-12, abs=1e-12), (direction, name)
@@ -181,57 +170,102 @@ def test_collapsed_model_gets_the_worst_ranks(protocol: str, fused: bool) -> Non
         assert got["val/t2a/MedR"] == n_albums and got["val/t2a/R@1"] == 0
 
 
-def _same(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> bool:
-    return torch.equal(a[0], b[0]) and torch.equal(a[1].nan_to_num(-1.0), b[1].nan_to_num(-1.0))
+# --------------------------------------------------------------------------------------------------------------
+# the training callback: the same function, one selected epoch
+# --------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", ["weak", "strong", "ties", "tracks", "tracks-transposed", "few-deeper"])
-def test_one_product_gives_both_directions_exactly(case: str) -> None:
-    """bidirectional_ranks == two retrieval_ranks passes, bit for bit: ranks and AP@10 of both directions.
+class _Trainer:
+    """The two trainer attributes the callback's validation hook reads (Lightning's Trainer, not our code)."""
 
-    Cases: a random ("weak") model; a strong one (many a2t ranks < 10, so the AP sub-pass runs); quantised vectors
-    (massive exact ties); a gallery with several items per label and labels missing on either side; the same
-    transposed; and a strong model whose only good items are a handful (sub-pass narrower than a column block).
-    """
-    from mte.eval.evaluation import bidirectional_ranks
-    from mte.eval.metrics import retrieval_ranks
-
-    g = torch.Generator().manual_seed(7)
-    n_query, n_albums, dim = 5000, 600, 24
-    albums = F.normalize(torch.randn(n_albums, dim, generator=g), dim=1)
-    labels = torch.randint(n_albums, (n_query,), generator=g).sort().values
-    noise = {"weak": 50.0, "strong": 0.5, "ties": 0.8, "tracks": 0.6, "tracks-transposed": 0.6, "few-deeper": 50.0}
-    text = F.normalize(albums[labels] + noise[case] * torch.randn(n_query, dim, generator=g), dim=1)
-    gallery, gallery_labels = albums, torch.arange(n_albums)
-    if case == "ties":
-        text, gallery = torch.round(text * 2) / 2, torch.round(albums * 2) / 2
-    if case.startswith("tracks"):
-        gallery_labels = torch.randint(n_albums + 50, (1500,), generator=g)  # some labels only here
-        gallery = F.normalize(torch.cat([albums, torch.randn(50, dim, generator=g)])[gallery_labels], dim=1)
-    if case == "few-deeper":
-        text[labels < 5] = albums[labels[labels < 5]]  # albums 0-4 are found by their reviews (and vice versa)
-    query, query_labels = text, labels
-    if case == "tracks-transposed":
-        query, gallery, query_labels, gallery_labels = gallery, query, gallery_labels, query_labels
-    both = bidirectional_ranks(query, gallery, query_labels, gallery_labels)
-    assert both is not None, "the product's rounding was not reproduced (another BLAS?): evaluation falls back"
-    assert _same(both["t2a"], retrieval_ranks(query, gallery, query_labels, gallery_labels))
-    assert _same(both["a2t"], retrieval_ranks(gallery, query, gallery_labels, query_labels))
+    def __init__(self, epoch: int) -> None:
+        self.sanity_checking, self.current_epoch = False, epoch
 
 
-def test_album_protocol_equals_training_time_metrics() -> None:
-    """Same numbers, intervals included, as the callback that computes test metrics during training."""
-    from mte.train.callbacks import album_embeddings as callback_album_embeddings
-    from mte.train.callbacks import split_metrics
+def _feed(callback, module, s: EvalSet, stage: str, epoch: int, order: torch.Generator) -> None:
+    """Hand the callback one evaluation run's batches as the data module's loaders would, shuffled across batches
+    and with a repeated row (DDP pads by repeating), for reviews (loader 0) and tracks (loader 1)."""
+    hooks = {"val": (callback.on_validation_epoch_start, callback.on_validation_batch_end,
+                     callback.on_validation_epoch_end),
+             "test": (callback.on_test_epoch_start, callback.on_test_batch_end, callback.on_test_epoch_end)}[stage]
+    start, batch_end, epoch_end = hooks
+    trainer = _Trainer(epoch)
+    start(trainer, module)
+    sides = [(0, s.text, s.review_album), (1, s.audio, s.track_album)]
+    for loader, embedding, album in sides:
+        rows = torch.cat([torch.randperm(len(album), generator=order), torch.tensor([0])])
+        for chunk in rows.split(7):
+            outputs = {"embedding": embedding[chunk], "album": album[chunk], "index": chunk}
+            batch_end(trainer, module, outputs, None, 0, loader)
+    epoch_end(trainer, module)
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to")
+def test_callback_metrics_are_evaluate_embeddings_of_the_same_embeddings() -> None:
+    """The callback gathers, de-duplicates and orders the rows, then calls the very function mte.evaluate calls:
+    equal numbers, intervals included (no copy of the album protocol to keep in step)."""
+    import pytorch_lightning as pl
+
+    from mte.train.callbacks import RetrievalMetrics
 
     s = random_eval_set(3)
-    ours = evaluate_embeddings(s, "album", stage="test", bootstrap=200)
-    theirs = split_metrics({"embedding": s.text, "album": s.review_album},
-                           {"embedding": s.audio, "album": s.track_album}, "test", (1, 5, 10), 10, bootstrap=200)
-    assert theirs and all(ours[k] == v for k, v in theirs.items())
-    a, ids = album_embeddings(s.audio, s.track_album)
-    b, ids_b = callback_album_embeddings(s.audio, s.track_album)
-    assert torch.equal(a, b) and torch.equal(ids, ids_b)
+    callback = RetrievalMetrics(bootstrap=200)
+    _feed(callback, pl.LightningModule(), s, "test", 0, torch.Generator().manual_seed(0))
+    expected = evaluate_embeddings(s, "album", stage="test", bootstrap=200)
+    assert callback.last["test"] == expected and "test/t2a/R@10_lo" in expected
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to")
+def test_val_best_is_one_epoch_the_selected_one() -> None:
+    """val_best/* are all the metrics of the epoch with the best val/t2a/R@10 (strictly better replaces, as
+    ModelCheckpoint does) — not per-metric maxima over epochs; with selection=last, the last epoch's; and the
+    selected epoch survives a resume (state_dict)."""
+    import pytorch_lightning as pl
+
+    from mte.train.callbacks import RetrievalMetrics
+
+    module, order = pl.LightningModule(), torch.Generator().manual_seed(1)
+    epochs = [random_eval_set(seed) for seed in (10, 11, 12, 13)]
+    val = [evaluate_embeddings(e, "album", stage="val", bootstrap=0) for e in epochs]
+    best_epoch = max(range(4), key=lambda i: (val[i]["val/t2a/R@10"], -i))  # the first of equal maxima
+    # the data must make per-metric maxima differ from one epoch's values, else the test could not fail
+    maxima = {k: max(v[k] for v in val) for k in val[0] if k.endswith(("R@1", "a2t/R@10"))}
+    assert any(val[best_epoch][k] != m for k, m in maxima.items())
+    for selection, chosen in (("best", best_epoch), ("last", 3)):
+        callback = RetrievalMetrics(selection=selection)
+        for epoch, e in enumerate(epochs):
+            _feed(callback, module, e, "val", epoch, order)
+        assert callback.best_epoch == chosen
+        expected = {k.replace("val/", "val_best/"): v for k, v in val[chosen].items()
+                    if not k.endswith(("n_queries", "n_excluded", "n_gallery"))}
+        assert callback.best == expected, selection
+    resumed = RetrievalMetrics()
+    resumed.load_state_dict(callback.state_dict())
+    assert (resumed.best, resumed.best_epoch) == (callback.best, callback.best_epoch)
+
+
+def test_selection_is_last_when_test_albums_are_validation_albums() -> None:
+    """data.split=paper (test == val): the checkpoint must not be chosen on the reported set."""
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    from mte.cli import UserError
+    from mte.train.callbacks import RetrievalMetrics, apply_selection
+
+    for touches, rule in ((False, "best val/t2a/R@10"), (True, "last")):
+        callbacks = [RetrievalMetrics(), ModelCheckpoint(monitor="val/t2a/R@10", mode="max", filename="best")]
+        assert apply_selection(callbacks, test_touches_val=touches) == rule
+        assert callbacks[0].selection == ("last" if touches else "best")
+        assert callbacks[1].monitor == (None if touches else "val/t2a/R@10")  # None: best.ckpt = the last epoch
+    with pytest.raises(UserError, match="early stopping"):
+        apply_selection([RetrievalMetrics(), EarlyStopping(monitor="val/t2a/R@10")], test_touches_val=True)
+
+
+def test_query_rule() -> None:
+    """One rule: a review queries when the model has input for it (≥ 1 token, or non-blank text)."""
+    assert query_mask(token_lengths=[0, 3, 1, 0]).tolist() == [False, True, True, False]
+    assert query_mask(texts=["Great.", "", "  ", None, "x"]).tolist() == [True, False, False, False, True]
+    with pytest.raises(ValueError, match="exactly one"):
+        query_mask()
 
 
 def test_bootstrap_intervals_bracket_every_metric_and_names_follow_the_design() -> None:
@@ -330,9 +364,26 @@ def test_own_test_split_reproduces_training_metrics(trained: tuple[Path, dict]) 
     out = ckpt.parent.parent / "eval" / "test-album"
     assert result.out_dir == out and sorted(p.name for p in out.iterdir()) == ["metrics.json", "metrics.md"]
     payload = json.loads((out / "metrics.json").read_text())
-    assert payload["protocol"] == "album" and payload["split"] == "test"
+    assert payload["kind"] == "evaluation" and payload["protocol"] == "album" and payload["split"] == "test"
+    # the run's record: its kind, and the tested checkpoint is the epoch whose validation metrics are val_best/*
+    assert record["kind"] == "run" and record["selection"] == "best val/t2a/R@10"
+    assert torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"] == record["selected_epoch"]
     assert payload["metrics"]["test/t2a/R@10"] == record["metrics"]["test/t2a/R@10"]
     assert (out / "metrics.md").read_text() == result.table
+
+
+@pytest.mark.slow
+def test_paper_split_keeps_the_last_checkpoint(synthetic_raw: Path, tmp_path: Path) -> None:
+    """split=paper (test == val): the tested checkpoint is the last epoch's, val_best/* are its validation metrics,
+    and metrics.json says so — the reported set never selects the model."""
+    record = _train(tmp_path / "run", synthetic_raw, tmp_path / "paper", "data.split=paper", "trainer.max_epochs=3")
+    assert record["selection"] == "last" and record["selected_epoch"] == 2
+    best = torch.load(record["best_checkpoint"], map_location="cpu", weights_only=False)
+    assert best["epoch"] == 2
+    metrics = record["metrics"]
+    val = {k: v for k, v in metrics.items() if k.startswith("val/") and not k.endswith(("n_queries", "n_excluded",
+                                                                                           "n_gallery"))}
+    assert val and all(metrics[k.replace("val/", "val_best/")] == v for k, v in val.items())
 
 
 def test_protocols_write_side_by_side_and_out_dir_is_honoured(trained: tuple[Path, dict], tmp_path: Path) -> None:
@@ -426,7 +477,7 @@ def test_cli_prints_the_table_writes_files_and_leaves_no_litter(trained: tuple[P
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     proc = run_module("mte.evaluate", f"ckpt_path={ckpt}", "bootstrap=0", f"out_dir={tmp_path / 'out'}", cwd=cwd)
-    assert "| t2a (review → album)" in proc.stdout and "R@10" in proc.stdout
+    assert "test/t2a" in proc.stdout and "R@10" in proc.stdout and "t2a = review → album" in proc.stdout
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())["metrics"]
     assert metrics["test/t2a/R@10"] == record["metrics"]["test/t2a/R@10"]
     assert list(cwd.iterdir()) == []  # no outputs/, .hydra/ or log files

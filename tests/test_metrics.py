@@ -1,4 +1,5 @@
-"""Retrieval metrics against a plainly written brute-force reference (python loops, full sort, explicit ties)."""
+"""The ranking kernel and metric assembly against a plainly written brute-force reference (python loops, full sort,
+explicit ties); the bootstrap against a naive one, and the cluster bootstrap's honesty on correlated reviews."""
 
 from __future__ import annotations
 
@@ -11,22 +12,19 @@ from helpers import rank_and_ap
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mte.eval.bootstrap import bootstrap_interval
 from mte.eval.metrics import (
-    _topk_values,
-    average_precision_at_k,
-    bootstrap_interval,
     bootstrap_intervals,
     expected_random_rank,
     expected_random_recall,
     hits_at_k,
     median,
+    metrics_from_ranks,
     per_query_metrics,
-    random_baseline_metrics,
-    ranks_of_first_relevant,
     retrieval_metrics,
-    retrieval_ranks,
     summarize,
 )
+from mte.eval.ranking import _topk_values, relevant_counts, retrieval_ranks
 
 # ----------------------------------------------------------------------------------------------------------------
 # brute-force reference
@@ -150,10 +148,10 @@ def test_hand_example_ties_are_pessimistic():
     gallery = torch.tensor([[0.9, 0.0], [0.9, 0.0], [0.5, 0.0], [0.1, 0.0]])
     query_labels, gallery_labels = torch.tensor([7]), torch.tensor([7, 3, 7, 3])
     # pessimistic order: irrelevant 0.9, relevant 0.9, relevant 0.5, irrelevant 0.1
-    assert ranks_of_first_relevant(query, gallery, query_labels, gallery_labels).tolist() == [2]
-    ap = average_precision_at_k(query, gallery, query_labels, gallery_labels, k=10)
+    rank, ap = retrieval_ranks(query, gallery, query_labels, gallery_labels, map_k=10)
+    assert rank.tolist() == [2]
     assert ap.item() == pytest.approx((1 / 2 + 2 / 3) / 2)
-    ap2 = average_precision_at_k(query, gallery, query_labels, gallery_labels, k=2)
+    _, ap2 = retrieval_ranks(query, gallery, query_labels, gallery_labels, map_k=2)
     assert ap2.item() == pytest.approx((1 / 2) / 2)
 
 
@@ -230,11 +228,11 @@ def test_half_precision_inputs_are_scored_in_float32():
 
 def test_invalid_inputs_raise():
     with pytest.raises(ValueError, match="gallery"):
-        ranks_of_first_relevant(torch.ones(2, 3), torch.ones(2, 4), torch.arange(2), torch.arange(2))
+        retrieval_ranks(torch.ones(2, 3), torch.ones(2, 4), torch.arange(2), torch.arange(2))
     with pytest.raises(ValueError, match="labels"):
-        ranks_of_first_relevant(torch.ones(2, 3), torch.ones(2, 3), torch.arange(3), torch.arange(2))
+        retrieval_ranks(torch.ones(2, 3), torch.ones(2, 3), torch.arange(3), torch.arange(2))
     with pytest.raises(ValueError, match="empty"):
-        ranks_of_first_relevant(torch.ones(2, 3), torch.ones(0, 3), torch.arange(2), torch.arange(0))
+        retrieval_ranks(torch.ones(2, 3), torch.ones(0, 3), torch.arange(2), torch.arange(0))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -307,6 +305,83 @@ def test_bootstrap_is_reproducible_and_exact_for_constant_values():
     assert first == second
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# the cluster bootstrap: albums, not reviews, are the independent units
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_cluster_interval_is_wider_than_the_review_interval_on_correlated_albums():
+    """Whether an album is found is one coin per album, shared by its 10 reviews (hits correlated within an album,
+    as in real t2a retrieval): treating them as 10 independent queries understates the uncertainty ~sqrt(10)x."""
+    g = torch.Generator().manual_seed(0)
+    found = torch.rand(60, generator=g) < 0.3
+    album = torch.arange(60).repeat_interleave(10)
+    rank = torch.where(found[album], 1, 50)
+    per_query = per_query_metrics(rank)
+    reviews = bootstrap_intervals(per_query, n=2000, generator=torch.Generator().manual_seed(1))
+    albums = bootstrap_intervals(per_query, n=2000, generator=torch.Generator().manual_seed(1), clusters=album)
+    for name in ("R@1", "R@10", "MeanR"):
+        review_width = reviews[name][1] - reviews[name][0]
+        album_width = albums[name][1] - albums[name][0]
+        assert album_width > 2 * review_width, (name, review_width, album_width)
+    # the point estimate is the same and sits inside both
+    point = summarize(per_query)
+    assert albums["R@1"][0] <= point["R@1"] <= albums["R@1"][1]
+
+
+def test_cluster_interval_reproduces_a_naive_album_bootstrap():
+    """Draw albums with replacement, pool all their reviews, take the metric: the same percentiles (up to Monte
+    Carlo error), for unequal album sizes (the weighted mean and median are the pooled sample's)."""
+    g = torch.Generator().manual_seed(3)
+    sizes = torch.randint(1, 12, (40,), generator=g)
+    album = torch.arange(40).repeat_interleave(sizes)
+    # continuous values (no lumpy percentiles), albums of different levels so the clusters matter
+    values = torch.rand(len(album), generator=g, dtype=torch.float64) * 30 * (1 + (album % 3 == 0) * 5)
+    for statistic in ("mean", "median"):
+        low, high = bootstrap_interval(values, n=4000, statistic=statistic, clusters=album,
+                                       generator=torch.Generator().manual_seed(5), max_chunk_elements=20_000)
+        draw = torch.Generator().manual_seed(6)
+        reps = []
+        for _ in range(4000):
+            copies = torch.bincount(torch.randint(40, (40,), generator=draw), minlength=40)
+            sample = values.repeat_interleave(copies[album])  # every review of every drawn album, as often as drawn
+            reps.append(float(sample.mean() if statistic == "mean" else median(sample)))
+        ref = torch.quantile(torch.tensor(reps, dtype=torch.float64), torch.tensor([0.025, 0.975], dtype=torch.float64))
+        width = float(ref[1] - ref[0])
+        assert abs(low - float(ref[0])) < 0.12 * width and abs(high - float(ref[1])) < 0.12 * width, statistic
+
+
+def test_one_review_per_album_is_exactly_the_ordinary_bootstrap():
+    """Clusters of one query each: the same draws, the same intervals, to the last bit (album ids in any order)."""
+    rank = torch.randint(1, 40, (300,), generator=torch.Generator().manual_seed(2))
+    per_query = per_query_metrics(rank, torch.rand(300, generator=torch.Generator().manual_seed(4)).double())
+    albums = torch.randperm(300, generator=torch.Generator().manual_seed(3)) * 7 + 11
+    plain = bootstrap_intervals(per_query, n=500, generator=torch.Generator().manual_seed(9))
+    clustered = bootstrap_intervals(per_query, n=500, generator=torch.Generator().manual_seed(9), clusters=albums)
+    assert plain == clustered
+
+
+def test_metrics_from_ranks_resamples_the_clusters_of_scored_queries_only():
+    """Unscored queries (rank −1) leave the metrics and their clusters leave the bootstrap: the same intervals as
+    the scored queries alone."""
+    rank = torch.tensor([1, 3, -1, 2, 8, -1, 1, 4, 2, 6])
+    album = torch.tensor([0, 0, 1, 1, 1, 2, 3, 3, 4, 4])
+    scored = rank > 0
+    got = metrics_from_ranks(rank, None, prefix="t", bootstrap=200, generator=torch.Generator().manual_seed(0),
+                             clusters=album)
+    ref = metrics_from_ranks(rank[scored], None, prefix="t", bootstrap=200, generator=torch.Generator().manual_seed(0),
+                             clusters=album[scored])
+    assert got.pop("t/n_excluded") == 2 and ref.pop("t/n_excluded") == 0
+    assert got == ref
+    with pytest.raises(ValueError, match="one cluster id per query"):
+        bootstrap_interval(torch.ones(4), clusters=torch.arange(3))
+
+
+def test_relevant_counts():
+    assert relevant_counts(torch.tensor([3, 1, 9]), torch.tensor([1, 3, 3, 5])).tolist() == [2, 1, 0]
+    assert relevant_counts(torch.tensor([3]), torch.tensor([], dtype=torch.long)).tolist() == [0]
+
+
 def test_bootstrap_validates_arguments():
     with pytest.raises(ValueError):
         bootstrap_interval(torch.ones(5), alpha=1.5)
@@ -341,21 +416,3 @@ def test_expected_random_recall_matches_monte_carlo(n_gallery, n_relevant, k):
         first += min(positions) + 1
     assert hits / trials == pytest.approx(expected_random_recall(n_gallery, n_relevant, k), abs=0.015)
     assert first / trials == pytest.approx(expected_random_rank(n_gallery, n_relevant), rel=0.03)
-
-
-def test_random_scores_model_matches_the_random_baseline():
-    g = torch.Generator().manual_seed(0)
-    n_gallery, n_query = 300, 20_000
-    gallery_labels = torch.randint(100, (n_gallery,), generator=g)  # ~3 items per album
-    query_labels = gallery_labels[torch.randint(n_gallery, (n_query,), generator=g)]
-    query = torch.nn.functional.normalize(torch.randn(n_query, 64, generator=g), dim=1)
-    gallery = torch.nn.functional.normalize(torch.randn(n_gallery, 64, generator=g), dim=1)
-    measured = retrieval_metrics(query, gallery, query_labels, gallery_labels, prefix="test/t2a")
-    expected = random_baseline_metrics(query_labels, gallery_labels, prefix="test/t2a")
-    assert set(expected) == {"test/t2a/R@1", "test/t2a/R@5", "test/t2a/R@10", "test/t2a/MeanR"}
-    for k in (1, 5, 10):
-        # a hit rate p over 20k queries: 4 standard errors, plus a little for correlation between queries
-        p = expected[f"test/t2a/R@{k}"] / 100
-        tolerance = 100 * (4 * math.sqrt(p * (1 - p) / n_query) + 0.005)
-        assert measured[f"test/t2a/R@{k}"] == pytest.approx(expected[f"test/t2a/R@{k}"], abs=tolerance)
-    assert measured["test/t2a/MeanR"] == pytest.approx(expected["test/t2a/MeanR"], rel=0.05)

@@ -11,7 +11,8 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from mte.eval.report import PAPER_TABLE1, build_report, find_runs, parse_overrides
+from mte.eval.report import PAPER_TABLE1, build_report
+from mte.eval.runs import find_runs, parse_overrides
 from mte.report import main
 
 DIRECTIONS = ("t2a", "a2t")
@@ -42,7 +43,8 @@ def fake_metrics(base: float) -> dict[str, float]:
 
 
 def write_job(job: Path, overrides: list[str], base: float, tags: list[str] | None = None, choices=None) -> Path:
-    """A finished job dir: metrics.json as mte.train.run writes it and .hydra/ as Hydra writes it."""
+    """A finished job dir: metrics.json as mte.train.run wrote it before results had a kind (an old run must still
+    read as a run) and .hydra/ as Hydra writes it."""
     hydra_dir = job / ".hydra"
     hydra_dir.mkdir(parents=True)
     OmegaConf.save(OmegaConf.create(overrides), hydra_dir / "overrides.yaml")
@@ -185,6 +187,54 @@ def test_unrelated_json_and_nested_runs(tmp_path):
     assert [r.name for r in runs] == ["seed=1", "seed=2"]
 
 
+def write_evaluation(run: Path, name: str, base: float, kind: bool = True, **fields) -> Path:
+    """``<run>/eval/<name>/metrics.json`` as ``python -m mte.evaluate`` writes it (without ``kind``: as it did
+    before results had one)."""
+    split = fields.pop("split", "test")
+    metrics = {k.replace("test/", f"{split}/", 1): v for k, v in fake_metrics(base).items() if k.startswith("test/")}
+    for direction in DIRECTIONS:
+        metrics[f"{split}/{direction}/n_gallery"] = 40.0
+    payload = {"protocol": "album", "split": split, "checkpoint": str(run / "checkpoints" / "best.ckpt"),
+               "processed_dir": "/nonexistent", "raw_dir": None, "bootstrap": 1000, "seed": 0, "metrics": metrics,
+               **fields}
+    if kind:
+        payload["kind"] = "evaluation"
+    out = run / "eval" / name
+    out.mkdir(parents=True)
+    (out / "metrics.json").write_text(json.dumps(payload))
+    return out
+
+
+def test_evaluations_are_listed_under_their_run_not_counted_as_runs(tmp_path, capsys):
+    """A run evaluated twice (once on another MARD dir, once by an older mte without `kind`) is ONE run with two
+    evaluations — the report used to say "3 run(s)"."""
+    run = write_job(tmp_path / "runs" / "2026-01-31" / "12-00-00", ["model.embed_dim=64"], 20.0)
+    write_evaluation(run, "test-album", 20.0, kind=False)
+    write_evaluation(run, "test-track-other-1234abcd", 12.0, protocol="track", raw_dir="/data/other-mard")
+    runs = find_runs(tmp_path)
+    assert len(runs) == 1 and [e.name for e in runs[0].evaluations] == [
+        "album protocol, test", "track protocol, test, data other-mard"]
+    assert main([str(run), f"out={tmp_path / 'out'}", "map=false"]) == 0
+    assert "1 run(s), 2 evaluation(s) under them" in capsys.readouterr().out
+    text = (tmp_path / "out" / "report.md").read_text()
+    section = text.split("## Evaluations")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| model.embed_dim=64 |") or
+            line.startswith("| 〃 |")]
+    assert len(rows) == 2 and "| track protocol, test, data other-mard |" in rows[1]
+    assert "| 800 | 40 | 2.50 [1.25, 4.00] |" in rows[1]  # queries, gallery, t2a R@1 (base 12: 12/4 − 0.5)
+    assert text.count("| model.embed_dim=64 |") == 4  # t2a, a2t, the evaluations, the runs list — not more runs
+    assert "t2a resamples *albums*" in text  # the interval footnote
+
+
+def test_evaluations_without_their_run_are_shown_on_their_own(tmp_path, capsys):
+    run = tmp_path / "run"
+    out = write_evaluation(run, "val-seed", 15.0, protocol="seed", split="val")
+    report = build_report(out, out=tmp_path / "report")
+    assert report.runs == [] and [e.name for e in report.orphans] == ["seed protocol, val"]
+    text = report.markdown.read_text()
+    assert "0 run(s) · 1 evaluation(s)" in text and "| seed protocol, val | 800 | 40 | 3.25 [2.00, 4.75] |" in text
+
+
 def test_cli(sweep, tmp_path, capsys):
     out = tmp_path / "out"
     assert main([str(sweep), f"out={out}", "map=false"]) == 0
@@ -229,3 +279,19 @@ def test_real_multirun_then_report(tmp_path):
     for name in ("recall_at_k.png", "sweep_loss.margin.png", "embedding_map.png"):
         _assert_png(sweep_dir / "report" / name)
         assert f"]({name})" in text
+
+
+def test_results_kind_of_old_and_new_files(tmp_path):
+    """One format: a kind on every file written now; files from before it are read by their fields."""
+    from mte.eval.results import read_results, result_kind, write_results
+
+    written = write_results(tmp_path / "a" / "metrics.json", "evaluation", {"test/t2a/R@10": 1.0}, protocol="album")
+    assert read_results(tmp_path / "a" / "metrics.json") == written and written["kind"] == "evaluation"
+    assert not [p for p in (tmp_path / "a").iterdir() if p.name != "metrics.json"]  # no temp file left
+    assert result_kind({"metrics": {}}) == "run"
+    assert result_kind({"metrics": {}, "baseline": "cca"}) == "baseline"
+    assert result_kind({"metrics": {}, "protocol": "album", "checkpoint": "x.ckpt"}) == "evaluation"
+    with pytest.raises(ValueError, match="unknown results kind"):
+        write_results(tmp_path / "b.json", "sweep", {})
+    (tmp_path / "c.json").write_text('{"metrics": 3}')
+    assert read_results(tmp_path / "c.json") is None

@@ -236,13 +236,18 @@ class MardDataModule(pl.LightningDataModule):
     def eval_dataloaders(self, split: str) -> list[DataLoader]:
         """[reviews, tracks] of ``split``, in index order (dataloader_idx 0 and 1).
 
-        Review queries are the reviews with text: for vocabulary ids, those with at least one token left after
-        stop-word removal (the same queries ``mte.evaluate`` scores).
+        Review queries follow the evaluation core's one rule (:func:`mte.eval.protocols.query_mask`: at least one
+        vocabulary id left after stop-word removal, or non-blank text for transformers), so these are exactly the
+        queries ``mte.evaluate`` scores, in the same order and batches.
         """
+        from mte.eval.protocols import query_mask
+
         reviews, tracks = self.split_reviews(split), self.split_tracks(split)
         if self.text.kind == "tokens":
             assert self.text.tokens is not None
-            reviews = reviews[self.text.tokens.lengths[reviews] > 0]
+            reviews = reviews[query_mask(token_lengths=self.text.tokens.lengths[reviews])]
+        else:
+            reviews = reviews[query_mask(texts=self.contract.review_texts(self.data.reviews[reviews]))]
         if len(reviews) == 0 or len(tracks) == 0:
             raise ValueError(f"{self.data.root}: the {split!r} split has no paired reviews/tracks")
         return [

@@ -2,9 +2,9 @@
 
 * albums = every album with at least one descriptor (all splits, paired or not): its embedding is the
   L2-normalised mean of its tracks' audio embeddings — the ``album`` protocol the retrieval metrics use
-  (:func:`mte.train.callbacks.album_embeddings`), so search ranks albums exactly as evaluation does;
-* reviews = every review with text the model can read (non-empty tokens for word-id models, a non-blank
-  summary/text for transformers), embedded as training-time evaluation embeds them;
+  (:func:`mte.eval.protocols.album_embeddings`), so search ranks albums exactly as evaluation does;
+* reviews = the evaluation's queries (:func:`mte.eval.protocols.query_mask`: non-empty tokens for word-id models,
+  non-blank text for transformers), embedded as training-time evaluation embeds them;
 * tracks = every descriptor file (exported for external use; search itself ranks albums and reviews).
 
 The processed dir is the model's training data or another MARD dir prepared with its input contract
@@ -22,6 +22,7 @@ import polars as pl
 import torch
 
 from mte.data.processed import ProcessedData
+from mte.eval.protocols import album_embeddings, query_mask
 from mte.models.inference import LoadedModel
 from mte.search.errors import Progress, SearchError, one_line, quiet
 
@@ -125,8 +126,6 @@ def _empty(loaded: LoadedModel) -> torch.Tensor:
 
 def _albums_from_tracks(track_emb: torch.Tensor, track_album: pl.Series) -> tuple[torch.Tensor, list[str]]:
     """Album embeddings (normalised mean of their tracks) in sorted amazon_id order, and those ids."""
-    from mte.train.callbacks import album_embeddings  # the metrics' own definition; lazy: it imports Lightning
-
     ids, codes = np.unique(track_album.to_numpy().astype(str), return_inverse=True)
     if len(ids) == 0:
         return track_emb[:0], []
@@ -135,12 +134,11 @@ def _albums_from_tracks(track_emb: torch.Tensor, track_album: pl.Series) -> tupl
 
 
 def _readable_reviews(loaded: LoadedModel, data: ProcessedData) -> np.ndarray:
-    """Rows of the reviews the model can read: non-empty token lists (word ids) or non-blank text (HF)."""
+    """Rows of the reviews the model can read: the evaluation's query rule, applied to the whole dir."""
     if loaded.reads_tokens:
         lengths = data.reviews.get_column("tokens").list.len().fill_null(0).to_numpy()
-        return np.flatnonzero(lengths > 0)
-    texts = loaded.contract.review_texts(data.reviews)
-    return np.array([i for i, t in enumerate(texts) if t.strip()], dtype=np.int64)
+        return np.flatnonzero(query_mask(token_lengths=lengths))
+    return np.flatnonzero(query_mask(texts=loaded.contract.review_texts(data.reviews)))
 
 
 def _embedding_matrix(column: pl.Series, dim: int, path: Path) -> np.ndarray:

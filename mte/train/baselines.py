@@ -1,7 +1,8 @@
 """Baselines that run like any training run: ``python -m mte.train model=random`` and ``model=cca``.
 
-Both go through :func:`mte.train.run.run` (same data preparation, same held-out splits, same album protocol, same
-``metrics.json`` names and printed table), so a report can put them beside trained models without footnotes.
+Both go through :func:`mte.train.run.run` (same data preparation, same held-out splits and queries, same album
+protocol, same ``metrics.json`` names — ``kind: "baseline"`` — and printed table), so a report can put them beside
+trained models without footnotes.
 
 * **Random** (:func:`random_split_metrics`): the *exact expected* metrics of a uniformly random ranking of the
   gallery, per query, averaged — no sampled rankings, so the number does not wobble from run to run.
@@ -18,8 +19,9 @@ Both go through :func:`mte.train.run.run` (same data preparation, same held-out 
   indistinguishable from chance.
 * **CCA** (:class:`CCABaseline`): regularised canonical correlation analysis between a TF-IDF/LSA text vector
   and the standardised descriptor vector, fitted in closed form on the **train** split and evaluated on the
-  held-out split with :func:`mte.train.callbacks.split_metrics`. The paper's CCA row (2.54/6.90/9.74) was, by its
-  own code, evaluated on the data it was fitted on; ours is not, so it is the honest (lower) variant.
+  held-out split with :func:`mte.eval.protocols.evaluate_embeddings`, the evaluator of trained runs. The paper's
+  CCA row (2.54/6.90/9.74) was, by its own code, evaluated on the data it was fitted on; ours is not, so it is
+  the honest (lower) variant.
 
 Text features for CCA: bag of words from the stored vocabulary ids (the same tokens the bow model reads, stop
 words already removed), sublinear TF × smooth IDF (IDF from train reviews), rows L2-normalised, then reduced to
@@ -44,13 +46,15 @@ from torch import Tensor
 
 from mte.data.processed import ProcessedData
 from mte.eval.metrics import expected_random_rank, expected_random_recall, median
+from mte.eval.protocols import EvalSet, evaluate_embeddings, query_mask
+from mte.eval.ranking import relevant_counts
+from mte.eval.results import print_summary, write_results
 from mte.models.baselines import CCAEmbedder, CCAProjection, RandomEmbedder, save_baseline, tfidf
 from mte.models.contract import InputContract
 
 BASELINES = ("random", "cca")
 """``model.name`` values that :func:`mte.train.run.run` hands to :func:`run_baseline` instead of training."""
 
-DIRECTIONS = ("t2a", "a2t")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -62,8 +66,8 @@ DIRECTIONS = ("t2a", "a2t")
 class SplitItems:
     """Reviews and tracks of one split, with their album labels (row numbers in ``albums.parquet``).
 
-    The labels are the ones :class:`mte.data.datamodule.MardDataModule` gives its evaluation batches, so
-    :func:`mte.train.callbacks.split_metrics` scores baselines exactly as it scores trained models.
+    The labels are the ones :class:`mte.data.datamodule.MardDataModule` gives its evaluation batches, so baselines
+    are scored exactly as trained models are.
     """
 
     reviews: np.ndarray  # review_idx, ascending
@@ -80,10 +84,18 @@ def album_rows(data: ProcessedData) -> tuple[np.ndarray, np.ndarray]:
     return review_album, track_album
 
 
-def split_items(data: ProcessedData, split: str) -> SplitItems:
-    """The paired reviews and the tracks of ``split`` (works for ``data.split=paper``, where test == val)."""
+def split_items(data: ProcessedData, split: str, queries: bool = False) -> SplitItems:
+    """The paired reviews and the tracks of ``split`` (works for ``data.split=paper``, where test == val).
+
+    ``queries``: only the reviews that query (:func:`mte.eval.protocols.query_mask` for a model that reads tokens,
+    as both baselines do), so baselines are scored on the very queries trained models are; fitting uses them all,
+    as training pairs do.
+    """
     review_album, track_album = album_rows(data)
     reviews, tracks = data.split_review_indices(split), data.split_track_indices(split)
+    if queries:
+        lengths = data.reviews.get_column("tokens").gather(reviews).list.len().fill_null(0).to_numpy()
+        reviews = reviews[query_mask(token_lengths=lengths)]
     if len(reviews) == 0 or len(tracks) == 0:
         raise ValueError(f"{data.root}: the {split!r} split has no paired reviews/tracks")
     return SplitItems(reviews, review_album[reviews], tracks, track_album[tracks])
@@ -114,13 +126,6 @@ def expected_average_precision(n_gallery: int, n_relevant: int, k: int) -> float
     return float(total / min(r, k))
 
 
-def _relevant_counts(query_labels: Tensor, gallery_labels: Tensor) -> Tensor:
-    """Number of gallery items sharing each query's label (0: the query cannot be scored)."""
-    labels, counts = torch.unique(gallery_labels, return_counts=True)
-    slot = torch.searchsorted(labels, query_labels).clamp(max=max(labels.numel() - 1, 0))
-    return torch.where(labels[slot] == query_labels, counts[slot], 0)
-
-
 def random_direction_metrics(
     query_labels: Tensor,
     gallery_labels: Tensor,
@@ -129,13 +134,13 @@ def random_direction_metrics(
     prefix: str = "test/t2a",
 ) -> dict[str, float]:
     """Exact expected metrics of one direction for a random ranker, under the names of
-    :func:`mte.eval.metrics.retrieval_metrics` (including ``n_queries``/``n_excluded``).
+    :func:`mte.eval.metrics.metrics_from_ranks` (including ``n_queries``/``n_excluded``).
 
     Computed once per distinct relevant-count ``r`` and weighted by how many queries have it, so a split with
     85,000 queries costs a handful of exact (rational) evaluations.
     """
     n_gallery = gallery_labels.numel()
-    count = _relevant_counts(query_labels, gallery_labels)
+    count = relevant_counts(query_labels, gallery_labels)
     scored = count[count > 0]
     head = f"{prefix}/" if prefix else ""
     out: dict[str, float] = {}
@@ -256,7 +261,7 @@ def random_chance_band(
     generator: torch.Generator | None = None,
 ) -> dict[str, tuple[float, float]]:
     """``(1−alpha)`` range of one random ranking's realised metrics on these queries (metric → (lo, hi))."""
-    count = _relevant_counts(query_labels, gallery_labels)
+    count = relevant_counts(query_labels, gallery_labels)
     count = count[count > 0]
     if count.numel() == 0:
         return {}
@@ -268,13 +273,15 @@ def random_chance_band(
 def random_split_metrics(
     data: ProcessedData, split: str, stage: str, ks: Sequence[int], map_k: int, bootstrap: int = 0, seed: int = 0
 ) -> dict[str, float]:
-    """Both directions of the Random baseline on ``split`` under the album protocol (as ``split_metrics``)."""
-    review_labels, album_ids = _album_gallery(split_items(data, split))
+    """Both directions of the Random baseline on ``split`` under the album protocol, with the names and counts of
+    :func:`mte.eval.protocols.evaluate_embeddings`."""
+    review_labels, album_ids = _album_gallery(split_items(data, split, queries=True))
     out: dict[str, float] = {}
     generator = torch.Generator().manual_seed(seed)
     for direction, (queries, gallery) in {"t2a": (review_labels, album_ids), "a2t": (album_ids, review_labels)}.items():
         prefix = f"{stage}/{direction}"
         out.update(random_direction_metrics(queries, gallery, ks, map_k, prefix))
+        out[f"{prefix}/n_gallery"] = float(gallery.numel())
         if bootstrap > 0:
             band = random_chance_band(queries, gallery, bootstrap, ks, map_k, generator=generator)
             for name, (low, high) in band.items():
@@ -422,14 +429,13 @@ def album_mean_features(data: ProcessedData, items: SplitItems) -> np.ndarray:
 def cca_split_metrics(
     model: CCABaseline, data: ProcessedData, split: str, stage: str, ks: Sequence[int], map_k: int, bootstrap: int = 0
 ) -> dict[str, float]:
-    """Both directions on ``split`` with the trained runs' evaluator (:func:`mte.train.callbacks.split_metrics`)."""
-    from mte.train.callbacks import split_metrics
-
-    items = split_items(data, split)
+    """Both directions on ``split`` with the trained runs' evaluator (:func:`mte.eval.protocols.evaluate_embeddings`,
+    album protocol, the same bootstrap seed)."""
+    items = split_items(data, split, queries=True)
     audio = data.standardized_features()[items.tracks]
-    reviews = {"embedding": model.embed_reviews(data, items.reviews), "album": torch.from_numpy(items.review_album)}
-    tracks = {"embedding": model.embed_audio(audio), "album": torch.from_numpy(items.track_album)}
-    return split_metrics(reviews, tracks, stage, ks, map_k, bootstrap)
+    eval_set = EvalSet(text=model.embed_reviews(data, items.reviews), review_album=torch.from_numpy(items.review_album),
+                       audio=model.embed_audio(audio), track_album=torch.from_numpy(items.track_album))
+    return evaluate_embeddings(eval_set, "album", stage, bootstrap, seed=0, ks=ks, map_k=map_k)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -448,7 +454,7 @@ def _val_best(val: Mapping[str, float]) -> dict[str, float]:
     return {
         name.replace("val/", "val_best/", 1): value
         for name, value in val.items()
-        if not name.endswith(("n_queries", "n_excluded"))
+        if not name.endswith(("n_queries", "n_excluded", "n_gallery"))
     }
 
 
@@ -494,7 +500,6 @@ def run_baseline(cfg: Any, data: ProcessedData) -> dict[str, float]:
     from omegaconf import OmegaConf
 
     from mte.train.loggers import build_loggers, finish_loggers
-    from mte.train.run import print_summary, write_json_atomic
 
     run_dir = Path(cfg.paths.output_dir)
     loggers = build_loggers(cfg.get("logger"))
@@ -506,18 +511,19 @@ def run_baseline(cfg: Any, data: ProcessedData) -> dict[str, float]:
             logger.save()
     finally:
         finish_loggers(loggers)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(
+    write_results(
         run_dir / "metrics.json",
-        {
-            "metrics": metrics,
-            "best_checkpoint": "",
-            "last_checkpoint": "",
-            "epochs": 0,
-            "processed_dir": str(data.root),
-            "tags": list(cfg.get("tags") or []),
-            **extra,
-        },
+        "baseline",
+        metrics,
+        best_checkpoint=extra["model_file"],
+        last_checkpoint="",
+        epochs=0,
+        processed_dir=str(data.root),
+        tags=list(cfg.get("tags") or []),
+        selection="none (fitted on train only)",
+        **extra,
     )
-    print_summary(metrics, run_dir)
+    print_summary({k: v for k, v in metrics.items() if not k.startswith("val/")},
+                  title=f"retrieval, {extra['baseline']} baseline (album protocol; R@K and mAP in %)",
+                  footer=[f"run dir: {run_dir}  (metrics.json, checkpoints/best.ckpt, .hydra/config.yaml, logs)"])
     return metrics

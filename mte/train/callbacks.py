@@ -1,12 +1,16 @@
-"""Lightning callbacks: retrieval metrics on the held-out split, and an embedding projector.
+"""Lightning callbacks: retrieval metrics on the held-out split (and the checkpoint selection they imply), and an
+embedding projector.
 
 Metrics are computed once per validation (or test) run over *all* embeddings of the split, gathered from every
-DDP rank and de-duplicated by item index — so 2-process numbers equal 1-process numbers on the same weights.
+DDP rank and de-duplicated by item index — so 2-process numbers equal 1-process numbers on the same weights — and
+scored by :func:`mte.eval.protocols.evaluate_embeddings`, the very function ``python -m mte.evaluate`` calls.
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,13 +18,15 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only
 
-from mte.eval.metrics import retrieval_metrics
+from mte.cli import UserError
+from mte.eval.protocols import EvalSet, evaluate_embeddings
+from mte.eval.results import write_text_atomic
 
-DIRECTIONS = ("t2a", "a2t")
+COUNTS = ("n_queries", "n_excluded", "n_gallery")
+"""Metric suffixes that count items rather than measure the model: not carried into ``val_best/*``."""
 
 
 def gather_rows(module: pl.LightningModule, tensor: torch.Tensor) -> torch.Tensor:
@@ -33,14 +39,6 @@ def gather_rows(module: pl.LightningModule, tensor: torch.Tensor) -> torch.Tenso
     padded[: len(tensor)] = tensor
     stacked = module.all_gather(padded)
     return torch.cat([stacked[rank, :n] for rank, n in enumerate(sizes)])
-
-
-def album_embeddings(track_emb: torch.Tensor, track_album: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One embedding per album: the L2-normalised mean of its tracks' embeddings (the ``album`` protocol)."""
-    albums, inverse = torch.unique(track_album, return_inverse=True)
-    sums = torch.zeros(len(albums), track_emb.shape[1], dtype=track_emb.dtype, device=track_emb.device)
-    sums.index_add_(0, inverse, track_emb)
-    return F.normalize(sums, dim=1), albums
 
 
 class _SplitEmbeddings:
@@ -70,40 +68,40 @@ def _first_occurrence(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return unique, first
 
 
-def split_metrics(
-    reviews: dict[str, torch.Tensor],
-    tracks: dict[str, torch.Tensor],
-    stage: str,
-    ks: Sequence[int],
-    map_k: int,
-    bootstrap: int = 0,
-) -> dict[str, float]:
-    """Both directions under the ``album`` protocol: reviews ↔ albums (mean of their tracks)."""
-    albums, album_ids = album_embeddings(tracks["embedding"].float(), tracks["album"])
-    text = reviews["embedding"].float()
-    options = {"ks": ks, "map_k": map_k, "bootstrap": bootstrap, "generator": torch.Generator().manual_seed(0)}
-    metrics = retrieval_metrics(text, albums, reviews["album"], album_ids, prefix=f"{stage}/t2a", **options)
-    metrics.update(retrieval_metrics(albums, text, album_ids, reviews["album"], prefix=f"{stage}/a2t", **options))
-    return metrics
+def _lower_is_better(name: str) -> bool:
+    return name.endswith(("MedR", "MeanR"))
 
 
-def _higher_is_better(name: str) -> bool:
-    return not (name.endswith("MedR") or name.endswith("MeanR"))
+SELECTIONS = ("best", "last")
 
 
 class RetrievalMetrics(Callback):
     """Logs R@K, mAP@K, median and mean rank in both directions after every validation and test run.
 
-    Also logs the best value so far of every validation metric under ``val_best/…`` (max for recalls and mAP,
-    min for ranks), which is what ``metrics.json`` and sweeps report. Test metrics come with ``bootstrap``-sample
-    95% intervals (``test/t2a/R@10_lo`` / ``_hi``); validation skips them to stay cheap.
+    ``val_best/*`` are the validation metrics of ONE epoch, the *selected* one — the epoch whose checkpoint is
+    tested — never per-metric maxima over epochs (those mix epochs and overstate every metric but the monitored
+    one). ``selection="best"``: the epoch with the best ``monitor`` so far (strictly better replaces, as
+    Lightning's ``ModelCheckpoint`` does, so it is the epoch of ``best.ckpt``); ``"last"``: the latest epoch
+    (:func:`apply_selection` picks it when the test albums are also validation albums). The selected epoch and its
+    metrics are part of the callback's state, so a resumed run carries them. Test metrics come with
+    ``bootstrap``-sample 95% intervals (``test/t2a/R@10_lo`` / ``_hi``); validation skips them to stay cheap.
     """
 
-    def __init__(self, ks: Sequence[int] = (1, 5, 10), map_k: int = 10, bootstrap: int = 1000) -> None:
+    def __init__(
+        self,
+        ks: Sequence[int] = (1, 5, 10),
+        map_k: int = 10,
+        bootstrap: int = 1000,
+        monitor: str = "val/t2a/R@10",
+        selection: str = "best",
+    ) -> None:
         self.ks = tuple(ks)
         self.map_k = map_k
         self.bootstrap = bootstrap
+        self.monitor = monitor
+        self.selection = selection
         self.best: dict[str, float] = {}
+        self.best_epoch: int | None = None
         self.last: dict[str, dict[str, float]] = {}
         self._buffer = _SplitEmbeddings()
 
@@ -122,13 +120,25 @@ class RetrievalMetrics(Callback):
         if trainer.sanity_checking:  # a few batches only: metrics would be meaningless
             return
         metrics = self._compute(pl_module, "val")
-        for name, value in metrics.items():
-            if name.endswith(("n_queries", "n_excluded")):
-                continue
-            better = max if _higher_is_better(name) else min
-            key = name.replace("val/", "val_best/", 1)
-            self.best[key] = better(self.best.get(key, value), value)
+        if self._selects(metrics):
+            self.best_epoch = int(trainer.current_epoch)
+            self.best = {name.replace("val/", "val_best/", 1): value for name, value in metrics.items()
+                         if not name.endswith(COUNTS)}
         self._log(pl_module, {**metrics, **self.best})
+
+    def _selects(self, metrics: dict[str, float]) -> bool:
+        """Whether this validation's epoch becomes the selected one."""
+        if self.selection == "last" or self.best_epoch is None:
+            return True
+        lower = _lower_is_better(self.monitor)
+        worst = math.inf if lower else -math.inf
+
+        def score(value: float | None) -> float:
+            return worst if value is None or math.isnan(value) else value
+
+        current = score(metrics.get(self.monitor))
+        best = score(self.best.get(self.monitor.replace("val/", "val_best/", 1)))
+        return current < best if lower else current > best
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._log(pl_module, self._compute(pl_module, "test"))
@@ -136,8 +146,10 @@ class RetrievalMetrics(Callback):
     def _compute(self, pl_module: pl.LightningModule, stage: str) -> dict[str, float]:
         reviews, tracks = self._buffer.collect(pl_module, 0), self._buffer.collect(pl_module, 1)
         self._buffer = _SplitEmbeddings()
+        data = EvalSet(text=reviews["embedding"].float(), review_album=reviews["album"],
+                       audio=tracks["embedding"].float(), track_album=tracks["album"])
         bootstrap = self.bootstrap if stage == "test" else 0
-        metrics = split_metrics(reviews, tracks, stage, self.ks, self.map_k, bootstrap)
+        metrics = evaluate_embeddings(data, "album", stage, bootstrap, seed=0, ks=self.ks, map_k=self.map_k)
         self.last[stage] = metrics
         return metrics
 
@@ -148,10 +160,48 @@ class RetrievalMetrics(Callback):
             pl_module.log(name, float(value), prog_bar=name.endswith("t2a/R@10"), sync_dist=False)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": dict(self.best)}
+        return {"best": dict(self.best), "best_epoch": self.best_epoch, "selection": self.selection,
+                "monitor": self.monitor}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best = dict(state_dict.get("best", {}))
+        self.best_epoch = state_dict.get("best_epoch")
+
+    @property
+    def selection_label(self) -> str:
+        """How the tested checkpoint was chosen, as ``metrics.json`` records it: ``best <monitor>`` or ``last``."""
+        return "last" if self.selection == "last" else f"best {self.monitor}"
+
+
+def apply_selection(callbacks: Sequence[Callback], test_touches_val: bool) -> str:
+    """Make checkpoint selection honest, and the retrieval callback's ``val_best/*`` the selected epoch's.
+
+    ``test_touches_val``: some test album is also a validation album (``data.split=paper``, where test == val).
+    Selecting the best validation epoch would then select on the reported set, so the *last* checkpoint is kept:
+    ``ModelCheckpoint`` stops monitoring (its ``best.ckpt`` is overwritten every epoch: the last one) and
+    ``val_best/*`` are the last epoch's. Otherwise the retrieval callback follows the checkpoint's ``monitor``, so
+    ``val_best/*`` are the epoch of ``best.ckpt`` (``callbacks.retrieval.selection=last`` asks for the last
+    checkpoint on any split). Early stopping on validation would stop on the reported set
+    too: refused with a one-line error. Returns the selection as ``metrics.json`` records it.
+    """
+    retrieval = next((c for c in callbacks if isinstance(c, RetrievalMetrics)), None)
+    checkpoint = next((c for c in callbacks if type(c).__name__ == "ModelCheckpoint"), None)
+    if retrieval is not None and retrieval.selection not in SELECTIONS:
+        raise UserError(f"callbacks.retrieval.selection={retrieval.selection!r}; choose one of {', '.join(SELECTIONS)}")
+    if test_touches_val and any(type(c).__name__ == "EarlyStopping" for c in callbacks):
+        raise UserError("early stopping on validation with test albums in the validation split (data.split=paper: "
+                        "test == val) would stop on the reported set; drop callbacks=early_stopping")
+    if test_touches_val or (retrieval is not None and retrieval.selection == "last"):
+        if retrieval is not None:
+            retrieval.selection = "last"
+        if checkpoint is not None:
+            checkpoint.monitor = None
+        return "last"
+    if retrieval is not None and checkpoint is not None and checkpoint.monitor:
+        retrieval.monitor = checkpoint.monitor
+    if retrieval is not None:
+        return retrieval.selection_label
+    return f"best {checkpoint.monitor}" if checkpoint is not None and checkpoint.monitor else "last"
 
 
 class EmbeddingProjector(Callback):
@@ -219,10 +269,13 @@ class EmbeddingProjector(Callback):
 
 
 def write_projector_tsv(out_dir: Path, embeddings: torch.Tensor, header: list[str], rows: list[list[str]]) -> None:
-    """The two TSV files the standalone TensorFlow projector loads (tensors, and metadata with a header)."""
+    """The two TSV files the standalone TensorFlow projector loads (tensors, and metadata with a header), each
+    written atomically (:func:`mte.eval.results.write_text_atomic`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "tensors.tsv", "w", newline="") as f:
-        csv.writer(f, delimiter="\t").writerows([f"{x:.6f}" for x in vec] for vec in embeddings.tolist())
     clean = [[cell.replace("\t", " ").replace("\n", " ") for cell in row] for row in rows]
-    with open(out_dir / "metadata.tsv", "w", newline="") as f:
-        csv.writer(f, delimiter="\t").writerows([header, *clean])
+    tensors = [[f"{x:.6f}" for x in vec] for vec in embeddings.tolist()]
+    tables = {"tensors.tsv": tensors, "metadata.tsv": [header, *clean]}
+    for name, table in tables.items():
+        text = io.StringIO(newline="")
+        csv.writer(text, delimiter="\t").writerows(table)
+        write_text_atomic(out_dir / name, text.getvalue())

@@ -2,13 +2,15 @@
 
 ``mte/train.py`` is only the Hydra entry point; everything it does lives here so that tests, notebooks and other
 entry points can run the same thing with a config they built themselves.
+
+Which checkpoint is tested (``selection`` in ``metrics.json``): the best epoch by ``val/t2a/R@10``, unless some
+test album is also a validation album (``data.split=paper``: test == val) — then the last epoch, so the reported
+set never chooses the model (:func:`mte.train.callbacks.apply_selection`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -115,11 +117,10 @@ def _find(callbacks: list[Any], type_name: str) -> Any:
     return next((c for c in callbacks if type(c).__name__ == type_name), None)
 
 
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON via a temp file and rename, so a killed run never leaves a half-written file."""
-    tmp = path.with_suffix(path.suffix + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+def test_touches_val(data: Any) -> bool:
+    """Whether some test album is also a validation album (``data.split=paper``): then selecting on validation
+    would select on the reported set."""
+    return bool(set(data.split_albums("test")) & set(data.split_albums("val")))
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -133,7 +134,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     from mte.data.prepare import prepare_from_config
     from mte.data.processed import ProcessedData
+    from mte.eval.results import print_summary, write_results
     from mte.train.baselines import BASELINES, run_baseline
+    from mte.train.callbacks import apply_selection
     from mte.train.loggers import build_loggers, finish_loggers
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -144,6 +147,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     model = build_model(cfg, data)
     datamodule = build_datamodule(cfg, model, data)
     callbacks = build_callbacks(cfg.get("callbacks"))
+    selection = apply_selection(callbacks, test_touches_val(data))
+    if not cfg.get("train", True):
+        selection = "the given ckpt_path (no training)"
     loggers = build_loggers(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     run_dir = Path(cfg.paths.output_dir)
@@ -166,37 +172,22 @@ def run(cfg: DictConfig) -> dict[str, float]:
     finally:
         finish_loggers(loggers)
     if trainer.is_global_zero:
-        write_json_atomic(
+        write_results(
             run_dir / "metrics.json",
-            {
-                "metrics": metrics,
-                "best_checkpoint": best_path,
-                "last_checkpoint": str(Path(checkpoint.dirpath) / "last.ckpt") if checkpoint else "",
-                "epochs": trainer.current_epoch,
-                "processed_dir": str(data.root),
-                "tags": list(cfg.get("tags") or []),
-            },
+            "run",
+            metrics,
+            best_checkpoint=best_path,
+            last_checkpoint=str(Path(checkpoint.dirpath) / "last.ckpt") if checkpoint else "",
+            epochs=trainer.current_epoch,
+            processed_dir=str(data.root),
+            tags=list(cfg.get("tags") or []),
+            selection=selection,
+            selected_epoch=retrieval.best_epoch if retrieval is not None else None,
         )
-        print_summary(metrics, run_dir)
+        epoch = retrieval.best_epoch if retrieval is not None else None
+        print_summary({k: v for k, v in metrics.items() if not k.startswith("val/")}, footer=[
+            f"tested checkpoint: {selection}" + (f" (epoch {epoch}; val_best/* are its metrics)" if epoch is not None
+                                                 else ""),
+            f"run dir: {run_dir}  (metrics.json, checkpoints/, .hydra/config.yaml, logger files)",
+        ])
     return metrics
-
-
-def print_summary(metrics: dict[str, float], run_dir: Path) -> None:
-    """The recall table (best validation and test, both directions) and where the run's files are."""
-    from rich.console import Console
-    from rich.table import Table
-
-    columns = ["R@1", "R@5", "R@10", "mAP@10", "MedR", "MeanR"]
-    table = Table(title="retrieval (album protocol; R@K and mAP in %)")
-    table.add_column("split/direction")
-    for c in columns:
-        table.add_column(c, justify="right")
-    for stage in ("val_best", "test"):
-        for direction in ("t2a", "a2t"):
-            values = [metrics.get(f"{stage}/{direction}/{c}") for c in columns]
-            if all(v is None for v in values):
-                continue
-            table.add_row(f"{stage}/{direction}", *("—" if v is None else f"{v:.2f}" for v in values))
-    console = Console()
-    console.print(table)
-    console.print(f"run dir: {run_dir}  (metrics.json, checkpoints/, .hydra/config.yaml, logger files)")
