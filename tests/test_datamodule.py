@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from mte.data.datamodule import MardDataModule
 from mte.data.processed import ProcessedData
+from mte.train.datamodule import MardDataModule
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from mte.data.datamodule import MardDataModule
 from mte.data.processed import ProcessedData
+from mte.train.datamodule import MardDataModule
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PAPER_ROWS = ["nonlinear", "linear_bidirectional", "distilbert", "nonlinear_bidirectional", "lstm", "neighborhood"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from mte.train.optim import LazyAdam
+from mte.models.optim import LazyAdam
 
 
 def _train(model: nn.Module, optimizer: torch.optim.Optimizer, inputs: list[torch.Tensor]) -> None:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mte.models.losses import MarginRankingLoss, sample_positives
-from mte.models.published import published_step
+from mte.models.published_step import published_step
 from mte.models.text import BagOfWords
 
 VOCAB, LENGTH, AUDIO, WORD = 20, 12, 5, 6
@@ -376,7 +376,7 @@ def test_published_training_pairs_use_train_files_only(published_processed):
     """Fails if a training review is paired with a dev/test file of its album (the pair index must be per split)."""
     import polars as pl
 
-    from mte.data.datamodule import MardDataModule
+    from mte.train.datamodule import MardDataModule
 
     dm = MardDataModule(published_processed, batch_size=16, sampler="random", seed=0, standardize=False)
     split = dm.data.tracks["split"]

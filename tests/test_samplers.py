@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mte.data.samplers import NeighborhoodPairSampler, PairIndex, RandomPairSampler, build_sampler
+from mte.train.samplers import NeighborhoodPairSampler, PairIndex, RandomPairSampler, build_sampler
 
 
 def make_index(seed: int = 0, n_albums: int = 40) -> PairIndex:

@@ -18,8 +18,8 @@ from mte.models.audio import build_audio_encoder
 from mte.models.contract import CHECKPOINT_KEY, ContractError, InputContract
 from mte.models.heads import ProjectionHead
 from mte.models.losses import InfoNCELoss, MarginRankingLoss, SigmoidLoss
+from mte.models.optim import LazyAdam
 from mte.models.text import build_text_backbone
-from mte.train.optim import LazyAdam
 
 Batch = dict[str, Any]
 

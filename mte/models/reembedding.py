@@ -1,7 +1,8 @@
 """The margin loss as *described*, computed by re-embedding every copy — a yardstick, not something to train with.
 
 (The published step as it actually *ran* — permutation negatives, blocks, the loss overwritten per block — is
-:func:`mte.models.published.published_step`. This module checks only that embedding each item once changes nothing.)
+:func:`mte.models.published_step.published_step`. This module checks only that embedding each item once changes
+nothing.)
 
 ``mte.models.losses.margin_ranking_loss`` embeds every item of a batch once and gathers the K false pairs of each true
 pair by index from the B×B distance matrix. The published code did it the expensive way: for each true pair and

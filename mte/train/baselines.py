@@ -66,7 +66,7 @@ BASELINES = ("random", "cca")
 class SplitItems:
     """Reviews and tracks of one split, with their album labels (row numbers in ``albums.parquet``).
 
-    The labels are the ones :class:`mte.data.datamodule.MardDataModule` gives its evaluation batches, so baselines
+    The labels are the ones :class:`mte.train.datamodule.MardDataModule` gives its evaluation batches, so baselines
     are scored exactly as trained models are.
     """
 

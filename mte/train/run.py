@@ -31,8 +31,8 @@ def quiet_known_warnings() -> None:
 def build_datamodule(cfg: DictConfig, model: Any, data: Any):
     """The data module, fed with what the model's text backbone reads (tokens, HF inputs or cached features),
     through the model's input contract (its text fields and descriptor scaling)."""
-    from mte.data.datamodule import MardDataModule
     from mte.models.contract import InputContract
+    from mte.train.datamodule import MardDataModule
 
     contract = getattr(model, "input_contract", None) or InputContract.from_processed(
         data, standardize=bool(cfg.data.get("standardize", True)))

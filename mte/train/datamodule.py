@@ -23,8 +23,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from mte.data.processed import ProcessedData
-from mte.data.samplers import PairIndex, build_sampler, dist_rank_world, shard_batches, sharded_len
 from mte.models.contract import InputContract, TokenMatrix
+from mte.train.samplers import PairIndex, build_sampler, dist_rank_world, shard_batches, sharded_len
 
 TEXT_INPUTS = ("tokens", "hf", "features")
 Batch = dict[str, Any]
