@@ -37,7 +37,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from mte.models.reembedding import Inputs, take_rows
+from mte.models.reembedding import Inputs, input_device, input_rows, take_rows
 
 PUBLISHED_INTRA_NEGATIVES = 5
 """Negative sets per intra-modal term in the published code (hard-coded ``range(5)``)."""
@@ -100,8 +100,8 @@ def published_step(
         generator: the source of every ``randperm``; draws are made in the published order (intra-modal sets
             first, text then audio, then one permutation per block pair).
     """
-    items = _rows(text)
-    device = _device(text)
+    items = input_rows(text)
+    device = input_device(text)
     loss: Tensor | None = None
     if neighborhood:
         if text_home is None or audio_home is None or text_neighbors is None or audio_neighbors is None:
@@ -134,13 +134,3 @@ def published_step(
         loss = block if replace else loss + block
     assert loss is not None  # negatives ≥ 1: at least one block
     return loss
-
-
-def _rows(inputs: Inputs) -> int:
-    tensor = inputs if isinstance(inputs, Tensor) else next(iter(inputs.values()))
-    return int(tensor.shape[0])
-
-
-def _device(inputs: Inputs) -> torch.device:
-    tensor = inputs if isinstance(inputs, Tensor) else next(iter(inputs.values()))
-    return tensor.device

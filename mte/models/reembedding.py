@@ -86,7 +86,7 @@ def reembedded_margin_loss(
     already encode which rows are admissible.
     """
     del album  # the samplers already excluded same-album rows; kept so both losses take the same arguments
-    identity = torch.arange(_rows(text_inputs), device=_device(text_inputs))
+    identity = torch.arange(input_rows(text_inputs), device=input_device(text_inputs))
     text = (text_encoder, text_inputs)
     audio = (audio_encoder, audio_inputs)
     # (anchor branch, positive branch, negative branch, positive row of each anchor, negatives)
@@ -115,11 +115,13 @@ def reembedded_margin_loss(
     return total
 
 
-def _rows(inputs: Inputs) -> int:
+def input_rows(inputs: Inputs) -> int:
+    """Rows of one branch's raw inputs (a tensor, or a batch dict indexed by row)."""
     tensor = inputs if isinstance(inputs, Tensor) else next(iter(inputs.values()))
     return int(tensor.shape[0])
 
 
-def _device(inputs: Inputs) -> torch.device:
+def input_device(inputs: Inputs) -> torch.device:
+    """The device of one branch's raw inputs."""
     tensor = inputs if isinstance(inputs, Tensor) else next(iter(inputs.values()))
     return tensor.device
