@@ -1,4 +1,4 @@
-"""The published training step as it ran, and the same objective with every item embedded once.
+"""The published training step as it ran: every copy re-embedded, one hinge mean per block, the overwrite.
 
 The paper describes a margin ranking loss over K = 10 false pairs per true pair in both directions, plus
 intra-modal terms under neighbourhood sampling. The published code (``Training.py`` of

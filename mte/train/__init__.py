@@ -1,1 +1,2 @@
-"""Training: ``python -m mte.train`` (run orchestration, callbacks, baselines, loggers, optimisers)."""
+"""Training: ``python -m mte.train`` — run orchestration, config checks, the DataModule and samplers, callbacks,
+baselines and loggers."""
