@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from mte.data import synth
-from mte.data.synth import FULL_SCALE, GENRE_WORDS, GENRES, QUIRKS, SYNTH_INFO_FILE, generate
+from mte.data.synth import FULL_SCALE, GENRE_WORDS, GENRES, QUIRKS, SYNTH_INFO_FILE, generate, templates, vocabulary
+from mte.data.synth.plan import _make_plan
 
 ASIN_RE = re.compile(r"[A-Z0-9]{10}")
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -36,7 +37,7 @@ REVIEW_KEYS = {
 }  # fmt: skip
 STATS = {"dmean", "dmean2", "dvar", "dvar2", "max", "mean", "median", "min", "var"}
 TEMPLATE = json.loads(
-    Path(synth.__file__).resolve().parents[1].joinpath("resources/descriptor_template.json").read_text()
+    Path(synth.__file__).resolve().parents[2].joinpath("resources/descriptor_template.json").read_text()
 )
 
 
@@ -343,7 +344,7 @@ def test_reviews_per_album_are_heavy_tailed_with_the_real_mean(mid: Path) -> Non
 
 def test_full_scale_plan_matches_mard_counts() -> None:
     """Only the plan (no files): exact real totals, so the benchmark run has MARD's shape."""
-    plan = synth._make_plan(FULL_SCALE["albums"], 0, 1, synth.normalize_quirks(True), "real")
+    plan = _make_plan(FULL_SCALE["albums"], 0, 1, synth.normalize_quirks(True), "real")
     paired = plan.kind == 0
     assert plan.kind.size == FULL_SCALE["albums"]
     assert int(plan.n_tracks.sum()) == FULL_SCALE["descriptor_files"]
@@ -406,7 +407,7 @@ def test_tempo_words_follow_descriptor_bpm(mid: Path) -> None:
     for name, doc in _descriptors(mid).items():
         if doc is not None and FILE_RE.fullmatch(name):
             bpm[name[:10]] = doc["rhythm"]["bpm"]
-    fast_words, slow_words = (set(pole) for pole in synth._POLE_WORDS["bpm"])
+    fast_words, slow_words = (set(pole) for pole in vocabulary._POLE_WORDS["bpm"])
     score: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
     for rec in _parsed_reviews(mid):
         for token in re.findall(r"[a-z]+", rec["reviewText"].lower()):
@@ -430,12 +431,25 @@ def test_no_album_identifier_leaks_into_review_text(small: Path) -> None:
 
 def test_vocabularies_are_disjoint_and_absent_from_chatter_and_names() -> None:
     factor_words = {w for ws in GENRE_WORDS.values() for w in ws}
-    pole_words = {w for poles in synth._POLE_WORDS.values() for pole in poles for w in pole}
+    pole_words = {w for poles in vocabulary._POLE_WORDS.values() for pole in poles for w in pole}
     assert sum(len(ws) for ws in GENRE_WORDS.values()) == len(factor_words), "genre words are disjoint"
     assert not factor_words & pole_words
-    chatter = [t for pos, neg, _ in synth._CHATTER for t in (*pos, *neg)]
-    chatter += [*synth._OPEN_POS, *synth._OPEN_NEG, *synth._OPEN_MID, *synth._SUMMARY_POS, *synth._SUMMARY_NEG]
-    names = [*synth._ADJ, *synth._NOUN, *synth._NOUN_PL, *synth._FIRST, *synth._LAST, *synth._VERB_ING]
+    chatter = [t for pos, neg, _ in templates._CHATTER for t in (*pos, *neg)]
+    chatter += [
+        *templates._OPEN_POS,
+        *templates._OPEN_NEG,
+        *templates._OPEN_MID,
+        *templates._SUMMARY_POS,
+        *templates._SUMMARY_NEG,
+    ]
+    names = [
+        *vocabulary._ADJ,
+        *vocabulary._NOUN,
+        *vocabulary._NOUN_PL,
+        *vocabulary._FIRST,
+        *vocabulary._LAST,
+        *vocabulary._VERB_ING,
+    ]
     for text in chatter + names:
         tokens = set(re.findall(r"[a-z]+", text.lower()))
         assert not tokens & factor_words, text
