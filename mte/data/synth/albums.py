@@ -1,4 +1,4 @@
-"""Albums: artist, names and latent factors, each a pure function of (seed, index)."""
+"""Albums: artist, names and latent factors, each a pure function of (seed, index) — never of the world."""
 
 from __future__ import annotations
 
@@ -9,20 +9,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mte.data.synth.common import _base36, _uuid, amazon_id
+from mte.data.synth.lexicon import FillerStream, lexicon
 from mte.data.synth.vocabulary import (
-    _ADJ,
     _ALBUM_SD,
     _ARTIST_SD,
     _FACTOR_HI,
     _FACTOR_LO,
-    _FIRST,
     _GENRE_PRIORS,
     _GENRE_WEIGHTS,
     _LABELS,
-    _LAST,
-    _NOUN,
-    _NOUN_PL,
-    _VERB_ING,
     GENRES,
 )
 
@@ -40,7 +35,7 @@ class _Artist:
 
 @dataclass
 class _Album:
-    """Everything drawn for one album; `rng`/`text_rng` continue its private random streams."""
+    """Everything drawn for one album; `rng`/`text_rng`/`filler` continue its private random streams."""
 
     index: int
     asin: str
@@ -56,64 +51,60 @@ class _Album:
     track_length: float  # typical track length (s) of the album
     mapped: bool  # has MusicBrainz ids (always true when it has descriptors)
     rng: np.random.Generator
+    filler: FillerStream  # the album's filler words (its own stream: the text stream stays independent of it)
     text_rng: random.Random = field(repr=False, default_factory=random.Random)
 
 
-def _artist_name(rng: np.random.Generator, genre: str) -> str:
-    """A plausible artist name; a few styles are genre-flavoured (DJ, Lil, Quartet …) as on real shelves."""
-    adj, noun, noun_pl = (
-        _ADJ[rng.integers(len(_ADJ))],
-        _NOUN[rng.integers(len(_NOUN))],
-        _NOUN_PL[rng.integers(len(_NOUN_PL))],
-    )
-    first, last = _FIRST[rng.integers(len(_FIRST))], _LAST[rng.integers(len(_LAST))]
+def _artist_name(rng: np.random.Generator, genre: str, core: tuple[str, str]) -> str:
+    """A plausible artist name around its unique two-word core; some styles are genre-flavoured (DJ, Trio …)."""
+    a, b = core
     style = rng.integers(10)
     if genre == "Dance & Electronic" and style < 4:
-        return f"DJ {adj}"
+        return f"DJ {a} {b}"
     if genre == "Rap & Hip-Hop" and style < 4:
-        return f"Lil {noun}" if style < 2 else f"MC {first}"
+        return f"Lil {a} {b}" if style < 2 else f"MC {a} {b}"
     if genre in ("Jazz", "Classical") and style < 5:
         band = ("Trio", "Quartet") if genre == "Jazz" else ("Ensemble", "Philharmonic")
-        return f"{first} {last} {band[style % 2]}"
+        return f"{a} {b} {band[style % 2]}"
     if style < 3:
-        return f"The {adj} {noun_pl}"
+        return f"The {a} {b}"
     if style < 6:
-        return f"{first} {last}"
+        return f"{a} {b}"
     if style < 8:
-        return f"{adj} {noun}"
-    return f"{noun_pl} of {_NOUN[rng.integers(len(_NOUN))]}"
+        return f"{a} and the {b}"
+    return f"{b} of {a}"
 
 
 def _album_title(rng: np.random.Generator) -> str:
-    """Album titles from neutral word lists (never factor words: a title must not hint at the audio)."""
-    adj, noun, noun2 = _ADJ[rng.integers(len(_ADJ))], _NOUN[rng.integers(len(_NOUN))], _NOUN[rng.integers(len(_NOUN))]
+    """Album titles from ordinary words (never factor words: a title must not hint at the audio)."""
+    word = lexicon().title_word
+    w1, w2 = word(rng), word(rng)
     style = rng.integers(8)
     if style == 0:
-        return f"The {noun} of {noun2}"
+        return f"The {w1} of {w2}"
     if style == 1:
-        return _NOUN_PL[rng.integers(len(_NOUN_PL))]
+        return w1
     if style == 2:
-        return f"Live at the {noun}"
+        return f"Live at the {w1}"
     if style == 3:
-        return f"{adj} {noun} (Remastered)"
+        return f"{w1} {w2} (Remastered)"
     if style == 4:
         return f"Greatest Hits Vol. {rng.integers(1, 4)}"
-    return f"{adj} {noun}"
+    return f"{w1} {w2}"
 
 
 def _track_title(rng: np.random.Generator) -> str:
     """Track titles, quoted by reviews ('My favorite song is …') and written to the descriptor tags."""
-    adj, noun = _ADJ[rng.integers(len(_ADJ))], _NOUN[rng.integers(len(_NOUN))]
+    word = lexicon().title_word
+    w1 = word(rng)
     style = rng.integers(6)
     if style == 0:
-        return f"{_VERB_ING[rng.integers(len(_VERB_ING))]} {noun}"
+        return f"{w1} Song"
     if style == 1:
-        return f"The {noun}"
-    if style == 2:
-        return f"{noun} Song"
-    if style == 3:
-        return f"{_VERB_ING[rng.integers(len(_VERB_ING))]}"
-    return f"{adj} {noun}"
+        return f"The {w1}"
+    if style < 4:
+        return w1
+    return f"{w1} {word(rng)}"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -122,7 +113,7 @@ def _artist(seed: int, index: int) -> _Artist:
     rng = np.random.default_rng([seed, 1, index])
     genre = int(rng.choice(len(GENRES), p=_GENRE_WEIGHTS))
     return _Artist(
-        name=_artist_name(rng, GENRES[genre]),
+        name=_artist_name(rng, GENRES[genre], lexicon().artist_core(seed, index)),
         genre=genre,
         offset=rng.normal(0.0, _ARTIST_SD),
         mbid=_uuid(rng),
@@ -156,4 +147,5 @@ def _make_album(seed: int, index: int, artist_index: int, n_tracks: int, has_des
         mapped=has_descriptor or bool(rng.random() < 0.5),
         rng=rng,
         text_rng=random.Random(int(rng.integers(2**63))),
+        filler=FillerStream(np.random.default_rng([seed, 2, index])),
     )

@@ -28,8 +28,10 @@ from mte.data.synth.common import (
     normalize_quirks,
 )
 from mte.data.synth.descriptors import _descriptor_doc, _descriptor_name, _serialize_doc, _TrackInfo
+from mte.data.synth.lexicon import lexicon
 from mte.data.synth.plan import _Chunk, _chunks, _make_plan, _Plan
 from mte.data.synth.text import _metadata_record, _review_lines
+from mte.data.synth.world import DEFAULT_WORLD, check_world
 
 # --------------------------------------------------------------------------------------------------------------
 # Worker: one chunk of albums → metadata bytes, review bytes, descriptor files, quirk facts
@@ -98,7 +100,7 @@ def _write_descriptors(
         no_genre = bool(chunk.file_no_genre[f0 + t])
         mbid = album.songs[int(song_no)][1]
         info = _TrackInfo(album, int(song_no), mbid, genre_tag=not no_genre, asin_tag=bool(rng.random() < 0.3))
-        doc = _descriptor_doc(info, rng)
+        doc = _descriptor_doc(info, rng, chunk.world)
         data, detail = _serialize_doc(doc, quirk, rng)
         name = _descriptor_name(album.asin, mbid, quirk == "bad_filename", rng)
         (desc_dir / name).write_bytes(data)
@@ -163,13 +165,20 @@ def generate(
     *,
     proportions: str = "auto",
     overwrite: bool = False,
+    world: int = DEFAULT_WORLD,
 ) -> dict[str, Any]:
     """Write a synthetic MARD raw directory to `out_dir` and return its summary (also in DIR/.synth.json).
 
     `proportions`: "real" (MARD's: 13% paired, 30% descriptor-only, 57% review-only), "demo" (80/8/12, so a
     small run is mostly usable) or "auto" (real at full size, demo below). The output is generated next to
     `out_dir` and renamed into place at the end, so a crash never leaves a half-written dataset.
+
+    `world` fixes the rules (factor → words, factor → descriptors; see `mte.data.synth.world`), `seed` the albums:
+    another seed in the same world gives new albums by new artists that follow the same rules.
     """
+    world = check_world(world)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     if albums < 1:
         raise ValueError(f"albums must be ≥ 1, got {albums}")
     if tracks_per_album < 1:
@@ -184,12 +193,15 @@ def generate(
     out_dir = Path(out_dir).absolute()
     tmp = _prepare_out_dir(out_dir, overwrite)
     try:
-        plan = _make_plan(albums, seed, tracks_per_album, enabled, proportions)
+        plan = _make_plan(albums, seed, tracks_per_album, enabled, proportions, world)
+        lex = lexicon()  # loaded before the workers fork, so they inherit it
         size = max(4, min(256, math.ceil(albums / (workers * 8))))
         info = _write_all(plan, tmp, list(_chunks(plan, tmp, size)), workers)
         info["params"] = {
             "albums": albums,
             "seed": seed,
+            "world": world,
+            "lexicon": lex.source,
             "tracks_per_album": tracks_per_album,
             "quirks": sorted(enabled),
             "proportions": proportions,

@@ -24,8 +24,8 @@ SYNTH_INFO_FILE = ".synth.json"  # hidden: prepare ignores unknown files
 _META_FILE = "mard_metadata.json"
 _REVIEWS_FILE = "mard_reviews.json"
 _DESC_DIR = "acousticbrainz_descriptors"
-_FORMAT_VERSION = 1
-_WORLD_SEED = 0x4D5445  # "MTE": the factor→descriptor mapping is fixed, only the albums change with `seed`
+_FORMAT_VERSION = 2  # 2: worlds, artist names unique across seeds, filler words from wordfreq
+_WORLD_SEED = 0x4D5445  # "MTE": root of every world's rules (mte.data.synth.world); albums change with `seed`
 
 # Quirk name → rate per unit (file, album or review line); None = structural (album categories).
 _QUIRK_RATES: dict[str, float | None] = {

@@ -1,6 +1,6 @@
 """Descriptor documents: the template's numeric leaves as one vector, perturbed in a few vectorised steps.
 
-The fixed 'world' (random loadings from the latent factors to every descriptor value) is drawn once per process.
+The world's random loadings from the latent factors to every descriptor value are drawn once per process and world.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import numpy as np
 import orjson
 
 from mte.data.synth.albums import _Album
-from mte.data.synth.common import _WORLD_SEED
 from mte.data.synth.vocabulary import _FACTOR_HI, _FACTOR_LO, _GENRE_TAGS, _TRACK_SD, GENRES
+from mte.data.synth.world import world_rng
 
 _CHORD_KEYS = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 _ESSENTIA_BUILDS = (
@@ -123,9 +123,9 @@ def _flatten(node: Any, path: tuple[str, ...], values: list[float], slots: dict[
     raise TypeError(f"unexpected template leaf at {dotted}: {type(node).__name__}")
 
 
-@functools.lru_cache(maxsize=1)
-def _model() -> _Model:
-    """Load and flatten the template once per process and draw the fixed world parameters."""
+@functools.lru_cache(maxsize=4)
+def _model(world_id: int = 0) -> _Model:
+    """Load and flatten the template once per process and draw the world's parameters (its factor→sound rules)."""
     template = orjson.loads(_template_path().read_bytes())
     values: list[float] = []
     slots: dict[str, _Slot] = {}
@@ -165,7 +165,7 @@ def _model() -> _Model:
         np.concatenate([np.arange(s[k].start, s[k].stop) for s in order.values() if len(s) == 4])
         for k in ("min", "max", "mean", "median")
     )
-    world = np.random.default_rng(_WORLD_SEED)
+    world = world_rng(world_id, 0)
     n_groups = len(group_names)
     g_loc = world.normal(0.0, 0.08, (n_groups, _N_HIDDEN))
     g_spread = world.normal(0.0, 0.05, (n_groups, _N_HIDDEN))
@@ -382,9 +382,9 @@ def _special_values(
     return loudness, key, beats
 
 
-def _descriptor_doc(track: _TrackInfo, rng: np.random.Generator) -> dict[str, Any]:
-    """Build one AcousticBrainz low-level document for a track of `track.album`."""
-    model = _model()
+def _descriptor_doc(track: _TrackInfo, rng: np.random.Generator, world: int = 0) -> dict[str, Any]:
+    """Build one AcousticBrainz low-level document for a track of `track.album`, under `world`'s rules."""
+    model = _model(world)
     album = track.album
     f, bpm = _track_factors(album, rng)
     h = _hidden(model, f, album.genre)

@@ -28,6 +28,7 @@ class _Plan:
     """Per-album, per-file and per-review decisions drawn once in the parent process from `seed`."""
 
     seed: int
+    world: int
     kind: np.ndarray  # int8 per album: 0 paired, 1 descriptor-only, 2 review-only
     n_reviews: np.ndarray  # int64 per album
     n_tracks: np.ndarray  # int64 per album (0 for review-only)
@@ -103,7 +104,9 @@ def _draw_categories(
     return cats
 
 
-def _make_plan(albums: int, seed: int, tracks_per_album: int, enabled: frozenset[str], proportions: str) -> _Plan:
+def _make_plan(
+    albums: int, seed: int, tracks_per_album: int, enabled: frozenset[str], proportions: str, world: int = 0
+) -> _Plan:
     """Draw the global plan: album categories (shuffled), exact review totals, files, and quirk slots."""
     rng = np.random.default_rng([seed, 1_000_003])
     n_paired, n_desc, n_text = _category_counts(albums, proportions, enabled)
@@ -145,6 +148,7 @@ def _make_plan(albums: int, seed: int, tracks_per_album: int, enabled: frozenset
     review_cat = _draw_categories(rng, n_rev, _REVIEW_CATS, enabled, ~review_dup)
     return _Plan(
         seed=seed,
+        world=world,
         kind=kind,
         n_reviews=n_reviews,
         n_tracks=n_tracks,
@@ -165,6 +169,7 @@ class _Chunk:
     """A contiguous album range with its slice of the plan: the unit of work sent to a worker process."""
 
     seed: int
+    world: int
     start: int
     stop: int
     n_albums: int
@@ -191,6 +196,7 @@ def _chunks(plan: _Plan, out_dir: Path, size: int) -> Iterator[_Chunk]:
         f0, f1 = int(plan.file_off[start]), int(plan.file_off[stop])
         yield _Chunk(
             seed=plan.seed,
+            world=plan.world,
             start=start,
             stop=stop,
             n_albums=n,

@@ -218,3 +218,8 @@ _NON_UTF8_BYTES = b"caf\xe9"  # 'café' in Latin-1: not valid UTF-8
 _ENTITIES = ("&amp;", "&quot;", "&#39;")
 _MIN_REVIEW_TIME = 883612800  # 1998-01-01
 _MAX_REVIEW_TIME = 1406073600  # 2014-07-23, end of the Amazon crawl
+# Share of chatter sentences that are filler (real English words at their real frequencies, see lexicon.py)
+# instead of templates: about half, so reviews keep their templated sentiment, names and titles while the
+# vocabulary grows the way real text does.
+_FILLER_SHARE = 0.5
+_FILLER_ENDS = (".", ".", ".", ".", "!", "?")

@@ -10,6 +10,7 @@ import orjson
 
 from mte.data.synth.albums import _Album
 from mte.data.synth.common import _REVIEW_CATS, _base36, _reviewer_id, _reviewer_name, amazon_id
+from mte.data.synth.lexicon import FillerStream
 from mte.data.synth.plan import _Chunk
 from mte.data.synth.templates import (
     _CHATTER,
@@ -19,6 +20,8 @@ from mte.data.synth.templates import (
     _CLOSE_POS,
     _ENTITIES,
     _FEATURE_SENTENCES,
+    _FILLER_ENDS,
+    _FILLER_SHARE,
     _HTML_SENTENCES,
     _MAX_REVIEW_TIME,
     _MIN_REVIEW_TIME,
@@ -38,7 +41,8 @@ from mte.data.synth.templates import (
     _TEMPO_SENTENCES,
     _TIMBRE_SENTENCES,
 )
-from mte.data.synth.vocabulary import _GENRE_FEATURES, _GENRE_STYLES, _POLE_WORDS, _SUBGENRES, GENRES
+from mte.data.synth.vocabulary import _SUBGENRES, GENRES
+from mte.data.synth.world import WorldWords, world_words
 
 # --------------------------------------------------------------------------------------------------------------
 # Metadata lines
@@ -95,7 +99,9 @@ def _article(word: str) -> str:
     return ("an " if word[0] in "aeiou" else "a ") + word
 
 
-def _factor_sentences(rnd: random.Random, album: _Album, slots: dict[str, str]) -> tuple[list[str], list[str]]:
+def _factor_sentences(
+    rnd: random.Random, album: _Album, slots: dict[str, str], rules: WorldWords
+) -> tuple[list[str], list[str]]:
     """The few sentences that carry the album's latent factors — noisy, sometimes contradicting.
 
     Why so weak: a model must *learn* the factors from many reviews; a review naming its genre every time would
@@ -112,9 +118,9 @@ def _factor_sentences(rnd: random.Random, album: _Album, slots: dict[str, str]) 
     if rnd.random() < 0.5:
         genre = GENRES[album.genre if rnd.random() < 0.82 else rnd.randrange(len(GENRES))]
         if rnd.random() < 0.65:
-            say(_STYLE_SENTENCES, rnd.choice(_GENRE_STYLES[genre]))
+            say(_STYLE_SENTENCES, rnd.choice(rules.genre_styles[genre]))
         else:
-            say(_FEATURE_SENTENCES, rnd.choice(_GENRE_FEATURES[genre]))
+            say(_FEATURE_SENTENCES, rnd.choice(rules.genre_features[genre]))
     polar = (
         ("valence", v, 0.35, 0.4, _MOOD_SENTENCES),
         ("arousal", a, 0.35, 0.4, _MOOD_SENTENCES),
@@ -123,13 +129,13 @@ def _factor_sentences(rnd: random.Random, album: _Album, slots: dict[str, str]) 
     for name, value, p, noise, templates in polar:
         if rnd.random() < p:
             positive = value + rnd.gauss(0.0, noise) > 0.0
-            say(templates, rnd.choice(_POLE_WORDS[name][0 if positive else 1]))
+            say(templates, rnd.choice(rules.pole_words[name][0 if positive else 1]))
     if rnd.random() < 0.4:
         timbre = {"brightness": b, "distortion": 2.0 * d - 1.0, "acousticness": 2.0 * c - 1.0}
         names = list(timbre)
         name = rnd.choices(names, weights=[abs(timbre[k]) + 0.2 for k in names])[0]
         positive = timbre[name] + rnd.gauss(0.0, 0.4) > 0.0
-        say(_TIMBRE_SENTENCES, rnd.choice(_POLE_WORDS[name][0 if positive else 1]))
+        say(_TIMBRE_SENTENCES, rnd.choice(rules.pole_words[name][0 if positive else 1]))
     return out, words
 
 
@@ -141,11 +147,21 @@ def _summary(rnd: random.Random, rating: float, album: _Album, factor_words: lis
     return rnd.choice(pool).format(artist=album.artist.name, title=album.title)
 
 
-def _chatter(rnd: random.Random, rating: float, n: int, slots: dict[str, str]) -> list[str]:
-    """n chatter sentences whose sentiment follows the rating, without repeats (unless the pools run dry)."""
+def _filler_sentence(rnd: random.Random, filler: FillerStream) -> str:
+    """A sentence of real English words at their real frequencies (word salad: it says nothing about the music)."""
+    words = filler.take(max(3, min(40, int(rnd.lognormvariate(2.4, 0.45)))))
+    return " ".join(words).capitalize() + rnd.choice(_FILLER_ENDS)
+
+
+def _chatter(rnd: random.Random, rating: float, n: int, slots: dict[str, str], filler: FillerStream) -> list[str]:
+    """n chatter sentences: templated ones whose sentiment follows the rating (without repeats unless the pools run
+    dry), and, with probability _FILLER_SHARE each, filler sentences of real English words."""
     used: set[str] = set()
     out = []
     for _ in range(n):
+        if rnd.random() < _FILLER_SHARE:
+            out.append(_filler_sentence(rnd, filler))
+            continue
         pos, neg, _w = rnd.choices(_CHATTER, cum_weights=_CHATTER_CUM_WEIGHTS)[0]
         pool = pos if rating >= 4 else neg if rating <= 2 else rnd.choice((pos, neg))
         template = rnd.choice(pool)
@@ -158,7 +174,7 @@ def _chatter(rnd: random.Random, rating: float, n: int, slots: dict[str, str]) -
     return out
 
 
-def _review_text(rnd: random.Random, album: _Album, rating: float, long: bool) -> tuple[str, str]:
+def _review_text(rnd: random.Random, album: _Album, rating: float, long: bool, rules: WorldWords) -> tuple[str, str]:
     """(summary, reviewText): an opener, chatter, factor sentences and a closer, shuffled and joined."""
     songs = [t for t, _ in album.songs]
     person, pron = rnd.choice(_PERSONS)
@@ -176,9 +192,9 @@ def _review_text(rnd: random.Random, album: _Album, rating: float, long: bool) -
         "pron": pron,
         "price": f"{rnd.uniform(3, 20):.2f}",
     }
-    factor, factor_words = _factor_sentences(rnd, album, slots)
+    factor, factor_words = _factor_sentences(rnd, album, slots, rules)
     n_chatter = 120 + rnd.randrange(60) if long else min(40, max(1, int(rnd.lognormvariate(1.9, 0.75))))
-    sentences = _chatter(rnd, rating, n_chatter, slots) + factor
+    sentences = _chatter(rnd, rating, n_chatter, slots, album.filler) + factor
     rnd.shuffle(sentences)
     positive, negative = rating >= 4, rating <= 2
     if rnd.random() < 0.6:
@@ -188,7 +204,7 @@ def _review_text(rnd: random.Random, album: _Album, rating: float, long: bool) -
         sentences.append(rnd.choice(_CLOSE_POS if positive else _CLOSE_NEG if negative else _CLOSE_MID))
     if long:  # a rant: always past the 'very long' threshold
         while sum(map(len, sentences)) + len(sentences) <= 5200:
-            sentences.extend(_chatter(rnd, rating, 10, slots))
+            sentences.extend(_chatter(rnd, rating, 10, slots, album.filler))
     else:  # natural reviews stay well under it
         while len(sentences) > 1 and sum(map(len, sentences)) > 3500:
             sentences.pop(rnd.randrange(len(sentences)))
@@ -231,7 +247,7 @@ def _review_lines(album: _Album, chunk: _Chunk, local: int, r0: int) -> tuple[li
         code = int(chunk.review_cat[r0 + j])
         quirk = _REVIEW_CATS[code - 1] if code else None
         rating = _rating(rnd)
-        summary, text = _review_text(rnd, album, rating, long=quirk == "long_review")
+        summary, text = _review_text(rnd, album, rating, quirk == "long_review", world_words(chunk.world))
         summary, text = _apply_text_quirk(rnd, quirk, summary, text, song)
         k = int(chunk.n_reviewers * rnd.random() ** 2)
         unix = rnd.randrange(min(t_lo, _MAX_REVIEW_TIME - 86400), _MAX_REVIEW_TIME)

@@ -166,20 +166,9 @@ _SUBGENRES: dict[str, tuple[str, ...]] = {
 }
 
 # --------------------------------------------------------------------------------------------------------------
-# Names (ASCII only, and free of factor vocabulary: tests check both)
+# Reviewer names and labels (artist names and titles come from mte.data.synth.lexicon)
 # --------------------------------------------------------------------------------------------------------------
 
-_ADJ = (
-    "Silver", "Golden", "Electric", "Velvet", "Broken", "Hidden", "Wild", "Lonely", "Crimson", "Northern",
-    "Secret", "Restless", "Midnight", "Paper", "Glass", "Iron", "Burning", "Quiet", "Endless", "Little",
-    "Lucky", "Wandering", "Frozen", "Hollow", "Blue", "Scarlet", "Emerald", "Falling", "Rising", "Distant",
-)  # fmt: skip
-_NOUN = (
-    "Harbor", "River", "Mountain", "Garden", "Highway", "Window", "Mirror", "Lantern", "Engine", "Ocean",
-    "Shadow", "Circus", "Railroad", "Valley", "Island", "Kingdom", "Desert", "Satellite", "Orchard", "Compass",
-    "Castle", "Forest", "Horizon", "Carnival", "Lighthouse", "Canyon", "Meadow", "Thunder", "Feather", "Bridge",
-)  # fmt: skip
-_NOUN_PL = tuple(n + ("es" if n.endswith("s") else "s") for n in _NOUN)
 _FIRST = (
     "John", "Mary", "David", "Linda", "Michael", "Susan", "James", "Karen", "Robert", "Lisa", "William", "Nancy",
     "Richard", "Betty", "Thomas", "Helen", "Charles", "Sandra", "Daniel", "Donna", "Paul", "Carol", "Mark",
@@ -189,10 +178,6 @@ _LAST = (
     "Smith", "Johnson", "Williams", "Brown", "Jones", "Miller", "Davis", "Wilson", "Anderson", "Taylor",
     "Thomas", "Moore", "Martin", "Jackson", "Thompson", "White", "Harris", "Clark", "Lewis", "Walker", "Hall",
     "Allen", "Young", "King", "Wright", "Hill", "Green", "Adams", "Baker", "Nelson", "Carter", "Mitchell",
-)  # fmt: skip
-_VERB_ING = (
-    "Running", "Dreaming", "Waiting", "Falling", "Dancing", "Chasing", "Leaving", "Burning", "Calling",
-    "Walking", "Holding", "Breaking", "Drifting", "Shining", "Crying", "Flying",
 )  # fmt: skip
 _LABELS = (
     "Columbia", "Rykodisc", "Atlantic", "Capitol", "Elektra", "Verve", "Blue Note", "Sony Music", "Warner Bros.",
