@@ -6,13 +6,22 @@ the embedded default dataset and the ground truth for the prepare step's manifes
 
 How text and audio are linked (and why only imperfectly): every album draws latent factors — a root genre
 (skewed like Amazon's), mood (valence, arousal), tempo and timbre (brightness, distortion, acousticness) — from
-genre priors plus an artist offset. The factors drive the descriptors non-linearly (a fixed random tanh layer
+genre priors plus an artist offset. The factors drive the descriptors non-linearly (the world's random tanh layer
 plus hand-made terms: MFCC mean/cov, spectral centroid/rolloff, zero-crossing rate, dissonance, bpm, …, with
 per-track noise) and, independently, a *small* part of each review's words (genre, mood, tempo and timbre
 vocabulary, noisy and sometimes contradicting). Everything else in a review is ordinary Amazon chatter
-(shipping, gifts, price, the CD case, the artist's name, track titles, nostalgia, sound quality). No token
+(shipping, gifts, price, the CD case, the artist's name, track titles, nostalgia, sound quality) and filler of
+real English words at their real frequencies (`lexicon`), so the vocabulary is real-sized. No token
 that identifies an album (amazon-id, mbid, …) ever appears in a review, so a model can only learn the
 text↔audio link through the factors — which is the point of the benchmark.
+
+Seeds and worlds (`world`): the seed draws albums and artists, the world the rules (which words and which
+sounds go with which factor). Another seed in the same world gives new albums by artists that never occur in the
+first seed's dir (`lexicon.Lexicon.artist_core` is injective), under the same rules: an unseen-artist test set.
+
+Modules, in the order of the flow: `vocabulary` (genres, priors, factor words), `world`, `lexicon` (wordfreq),
+`common` (scale, file names, quirk rates, ids), `plan` (the global plan and its chunks), `albums`,
+`descriptors`, `templates` + `text` (metadata and review lines), `build` (workers, `generate`).
 
 Layout and proportions: ``scale`` is decided by ``proportions``. ``"real"`` reproduces the real MARD
 proportions (65,566 albums, 28,403 with a descriptor, of which 8,683 also have reviews; 263,525 reviews, 84,747
@@ -25,10 +34,11 @@ Real-data quirks (`QUIRKS`) are injected at small rates; with quirks on, each ap
 ≥ 10 albums), and the exact counts (plus the affected files / line numbers for the rare ones) are written to
 ``DIR/.synth.json`` so tests and the prepare manifest can be cross-checked. Line numbers there are 1-based.
 
-Determinism: the same (albums, seed, tracks_per_album, quirks, proportions) gives byte-identical files whatever
-``workers`` is: a plan (counts, categories, quirk slots) is drawn in the parent from ``seed``; each album then
-uses its own ``np.random.default_rng([seed, 0, album_index])``, and matrix-vector products avoid BLAS (its
-threaded summation order is not guaranteed).
+Determinism: the same (albums, seed, world, tracks_per_album, quirks, proportions) gives byte-identical files
+whatever ``workers`` is (with the same wordfreq data, recorded in ``.synth.json``): a plan (counts, categories,
+quirk slots) is drawn in the parent from ``seed``; each album then uses its own generators
+(``np.random.default_rng([seed, k, album_index])``), and matrix-vector products avoid BLAS (its threaded summation
+order is not guaranteed).
 """
 
 from mte.data.synth.build import generate, summary_line
