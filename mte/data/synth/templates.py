@@ -219,7 +219,9 @@ _ENTITIES = ("&amp;", "&quot;", "&#39;")
 _MIN_REVIEW_TIME = 883612800  # 1998-01-01
 _MAX_REVIEW_TIME = 1406073600  # 2014-07-23, end of the Amazon crawl
 # Share of chatter sentences that are filler (real English words at their real frequencies, see lexicon.py)
-# instead of templates: about half, so reviews keep their templated sentiment, names and titles while the
-# vocabulary grows the way real text does.
-_FILLER_SHARE = 0.5
+# instead of templates, and their length (lognormal mu, sigma of the word count). Enough for a real-sized
+# vocabulary, little enough that the factor words stay learnable: rare filler words keep near-random embeddings
+# in a bag-of-words model, so every filler token dilutes the few words that carry the signal.
+_FILLER_SHARE = 0.3
+_FILLER_LENGTH = (2.2, 0.45)  # median 9 words
 _FILLER_ENDS = (".", ".", ".", ".", "!", "?")

@@ -21,6 +21,7 @@ from mte.data.synth.templates import (
     _ENTITIES,
     _FEATURE_SENTENCES,
     _FILLER_ENDS,
+    _FILLER_LENGTH,
     _FILLER_SHARE,
     _HTML_SENTENCES,
     _MAX_REVIEW_TIME,
@@ -115,22 +116,22 @@ def _factor_sentences(
         words.append(word)
         out.append(rnd.choice(templates).format(w=word, a_w=_article(word), **slots))
 
-    if rnd.random() < 0.5:
+    if rnd.random() < 0.6:
         genre = GENRES[album.genre if rnd.random() < 0.82 else rnd.randrange(len(GENRES))]
         if rnd.random() < 0.65:
             say(_STYLE_SENTENCES, rnd.choice(rules.genre_styles[genre]))
         else:
             say(_FEATURE_SENTENCES, rnd.choice(rules.genre_features[genre]))
     polar = (
-        ("valence", v, 0.35, 0.4, _MOOD_SENTENCES),
-        ("arousal", a, 0.35, 0.4, _MOOD_SENTENCES),
-        ("bpm", (bpm - 110.0) / 30.0, 0.25, 0.5, _TEMPO_SENTENCES),
+        ("valence", v, 0.45, 0.4, _MOOD_SENTENCES),
+        ("arousal", a, 0.45, 0.4, _MOOD_SENTENCES),
+        ("bpm", (bpm - 110.0) / 30.0, 0.32, 0.5, _TEMPO_SENTENCES),
     )
     for name, value, p, noise, templates in polar:
         if rnd.random() < p:
             positive = value + rnd.gauss(0.0, noise) > 0.0
             say(templates, rnd.choice(rules.pole_words[name][0 if positive else 1]))
-    if rnd.random() < 0.4:
+    if rnd.random() < 0.5:
         timbre = {"brightness": b, "distortion": 2.0 * d - 1.0, "acousticness": 2.0 * c - 1.0}
         names = list(timbre)
         name = rnd.choices(names, weights=[abs(timbre[k]) + 0.2 for k in names])[0]
@@ -149,7 +150,7 @@ def _summary(rnd: random.Random, rating: float, album: _Album, factor_words: lis
 
 def _filler_sentence(rnd: random.Random, filler: FillerStream) -> str:
     """A sentence of real English words at their real frequencies (word salad: it says nothing about the music)."""
-    words = filler.take(max(3, min(40, int(rnd.lognormvariate(2.4, 0.45)))))
+    words = filler.take(max(3, min(40, int(rnd.lognormvariate(*_FILLER_LENGTH)))))
     return " ".join(words).capitalize() + rnd.choice(_FILLER_ENDS)
 
 
