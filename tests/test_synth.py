@@ -619,3 +619,7 @@ def test_cli_writes_only_the_output_dir(tmp_path: Path) -> None:
     again = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
     assert again.returncode != 0
     assert again.stderr.strip().splitlines()[-1].startswith("error: ") and "overwrite" in again.stderr
+    assert again.returncode == 2
+    bad = subprocess.run([*cmd[:3], "out=bad", "world=abc"], cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == ["error: world must be an integer, got 'abc'"]
+    assert sorted(os.listdir(cwd)) == ["raw"]
