@@ -222,3 +222,20 @@ def test_mention_counts_are_whole_word_and_case_insensitive() -> None:
     assert m["test"] == {"reviews": 1, "naming_artist": 0, "naming_title": 1, "naming_either": 1}
     only_text = mention_counts(albums, reviews, splits, PrepareConfig(text_fields=("reviewText",)))
     assert only_text["train"]["naming_artist"] == 0 and only_text["test"]["naming_title"] == 0
+
+
+def test_an_unsplit_album_still_links_an_artists_keys() -> None:
+    # A (split) has the MBID and a renamed credit; B (split) has only the plain name; C (no audio, not split) is
+    # the one album with both the MBID and the plain name. Without C's keys, A and B would be two "artists".
+    artists = {
+        "A": ("mbid-1", "Plain Name feat. Someone"),
+        "B": (None, "PLAIN NAME"),
+        "C": ("mbid-1", "Plain Name"),
+        **{f"X{i:02d}": (f"other-{i}", f"Other {i}") for i in range(30)},
+    }
+    split_ids = ["A", "B", *[f"X{i:02d}" for i in range(30)]]
+    for seed in range(20):
+        splits = make_splits(split_ids, "artist", FRACTIONS, seed, artists)
+        where = {aid: name for name, ids in splits.items() for aid in ids}
+        assert where["A"] == where["B"] and "C" not in where
+        assert sorted(where) == sorted(split_ids)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import math
 import os
 import re
 import subprocess
@@ -20,7 +21,19 @@ import numpy as np
 import pytest
 
 from mte.data import synth
-from mte.data.synth import FULL_SCALE, GENRE_WORDS, GENRES, QUIRKS, SYNTH_INFO_FILE, generate
+from mte.data.synth import (
+    FULL_SCALE,
+    GENRE_WORDS,
+    GENRES,
+    QUIRKS,
+    SYNTH_INFO_FILE,
+    generate,
+    lexicon,
+    templates,
+    vocabulary,
+    world,
+)
+from mte.data.synth.plan import _make_plan
 
 ASIN_RE = re.compile(r"[A-Z0-9]{10}")
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -36,7 +49,7 @@ REVIEW_KEYS = {
 }  # fmt: skip
 STATS = {"dmean", "dmean2", "dvar", "dvar2", "max", "mean", "median", "min", "var"}
 TEMPLATE = json.loads(
-    Path(synth.__file__).resolve().parents[1].joinpath("resources/descriptor_template.json").read_text()
+    Path(synth.__file__).resolve().parents[2].joinpath("resources/descriptor_template.json").read_text()
 )
 
 
@@ -93,9 +106,25 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def mid(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """400 albums for the statistical checks (reviews per album, genre vocabulary)."""
+    """400 albums for the statistical checks (reviews per album, genre vocabulary); world 0, seed 3."""
     out = tmp_path_factory.mktemp("synth") / "raw400"
     generate(out, albums=400, seed=3, workers=2)
+    return out
+
+
+@pytest.fixture(scope="module")
+def other_seed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another seed in the same world as `mid`: new albums by new artists, the same rules."""
+    out = tmp_path_factory.mktemp("synth") / "raw250-s4"
+    generate(out, albums=250, seed=4, workers=2, quirks=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def other_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`other_seed`'s albums in world 1: the same albums and artists under other rules."""
+    out = tmp_path_factory.mktemp("synth") / "raw250-s4-w1"
+    generate(out, albums=250, seed=4, workers=2, quirks=False, world=1)
     return out
 
 
@@ -212,6 +241,18 @@ def test_deterministic_across_runs_and_workers(small: Path, tmp_path: Path) -> N
     other = tmp_path / "other-seed"
     generate(other, albums=60, seed=1, workers=1)
     assert _tree_digest(other)["mard_reviews.json"] != _tree_digest(small)["mard_reviews.json"]
+
+
+def test_same_seed_and_world_give_the_same_bytes(small: Path, tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    generate(one, albums=60, seed=0, workers=1, world=1)
+    generate(two, albums=60, seed=0, workers=2, world=1)
+    assert _tree_digest(one) == _tree_digest(two)
+    assert _info(one)["params"]["world"] == 1 and _info(one)["params"]["lexicon"].startswith("wordfreq ")
+    digest, base = _tree_digest(one), _tree_digest(small)
+    assert digest["mard_metadata.json"] == base["mard_metadata.json"], "the world never changes the albums"
+    assert digest["mard_reviews.json"] != base["mard_reviews.json"]
+    assert any(digest[k] != base[k] for k in digest if k.startswith("acousticbrainz_descriptors/"))
 
 
 def test_refuses_non_empty_target_and_overwrites_on_request(tmp_path: Path) -> None:
@@ -343,7 +384,7 @@ def test_reviews_per_album_are_heavy_tailed_with_the_real_mean(mid: Path) -> Non
 
 def test_full_scale_plan_matches_mard_counts() -> None:
     """Only the plan (no files): exact real totals, so the benchmark run has MARD's shape."""
-    plan = synth._make_plan(FULL_SCALE["albums"], 0, 1, synth.normalize_quirks(True), "real")
+    plan = _make_plan(FULL_SCALE["albums"], 0, 1, synth.normalize_quirks(True), "real")
     paired = plan.kind == 0
     assert plan.kind.size == FULL_SCALE["albums"]
     assert int(plan.n_tracks.sum()) == FULL_SCALE["descriptor_files"]
@@ -406,7 +447,7 @@ def test_tempo_words_follow_descriptor_bpm(mid: Path) -> None:
     for name, doc in _descriptors(mid).items():
         if doc is not None and FILE_RE.fullmatch(name):
             bpm[name[:10]] = doc["rhythm"]["bpm"]
-    fast_words, slow_words = (set(pole) for pole in synth._POLE_WORDS["bpm"])
+    fast_words, slow_words = (set(pole) for pole in vocabulary._POLE_WORDS["bpm"])
     score: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
     for rec in _parsed_reviews(mid):
         for token in re.findall(r"[a-z]+", rec["reviewText"].lower()):
@@ -430,17 +471,125 @@ def test_no_album_identifier_leaks_into_review_text(small: Path) -> None:
 
 def test_vocabularies_are_disjoint_and_absent_from_chatter_and_names() -> None:
     factor_words = {w for ws in GENRE_WORDS.values() for w in ws}
-    pole_words = {w for poles in synth._POLE_WORDS.values() for pole in poles for w in pole}
+    pole_words = {w for poles in vocabulary._POLE_WORDS.values() for pole in poles for w in pole}
     assert sum(len(ws) for ws in GENRE_WORDS.values()) == len(factor_words), "genre words are disjoint"
     assert not factor_words & pole_words
-    chatter = [t for pos, neg, _ in synth._CHATTER for t in (*pos, *neg)]
-    chatter += [*synth._OPEN_POS, *synth._OPEN_NEG, *synth._OPEN_MID, *synth._SUMMARY_POS, *synth._SUMMARY_NEG]
-    names = [*synth._ADJ, *synth._NOUN, *synth._NOUN_PL, *synth._FIRST, *synth._LAST, *synth._VERB_ING]
-    for text in chatter + names:
+    assert world.all_factor_words() == factor_words | pole_words
+    chatter = [t for pos, neg, _ in templates._CHATTER for t in (*pos, *neg)]
+    chatter += [*templates._OPEN_POS, *templates._OPEN_NEG, *templates._OPEN_MID]
+    chatter += [*templates._SUMMARY_POS, *templates._SUMMARY_NEG]
+    for text in chatter:
         tokens = set(re.findall(r"[a-z]+", text.lower()))
         assert not tokens & factor_words, text
         assert not (tokens & pole_words) - {"fast"}, text  # 'fast shipping' is the one deliberate confounder
-    assert all(text.isascii() for text in chatter + names)
+    assert all(text.isascii() for text in chatter)
+    lex = lexicon.lexicon()
+    names = {w.lower() for w in (*lex.pool_a, *lex.pool_b)}
+    assert not set(lex.pool_a) & set(lex.pool_b), "the two name pools are disjoint (so name cores are unique)"
+    assert not (names | set(lex.words)) & world.all_factor_words(), "filler and names never carry a factor"
+    assert all(w.isascii() and w.isalpha() for w in names)
+
+
+def test_filler_follows_real_word_frequencies(mid: Path) -> None:
+    """Reviews have a real-sized, Zipf-shaped vocabulary (the templates alone gave ~850 words): a long tail."""
+    counts = collections.Counter(
+        t for rec in _parsed_reviews(mid) for t in re.findall(r"\w+(?:'\w+)*", rec["reviewText"].lower())
+    )
+    tokens = sum(counts.values())
+    assert len(counts) > 5_000 and 0.015 < len(counts) / tokens < 0.2, (len(counts), tokens)
+    assert sum(n == 1 for n in counts.values()) > 0.3 * len(counts), "a long tail of words seen once"
+    assert counts.most_common(1)[0][0] == "the", "English: the most frequent word is 'the'"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# worlds: another seed gives new artists under the same rules; another world, other rules
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _artists(raw: Path) -> tuple[set[str], set[str]]:
+    """(normalised artist names, artist mbids) of a dir's readable metadata lines."""
+    names, mbids = set(), set()
+    for line in (raw / "mard_metadata.json").read_bytes().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        names.add(" ".join(re.findall(r"[a-z0-9]+", rec["artist"].lower())))
+        mbids.update([rec["artist-mbid"]] if "artist-mbid" in rec else [])
+    return names, mbids
+
+
+def test_another_seed_has_only_new_artists(mid: Path, other_seed: Path) -> None:
+    names, mbids = _artists(mid)
+    new_names, new_mbids = _artists(other_seed)
+    assert len(new_names) > 50 and len(new_mbids) > 50
+    assert not names & new_names, "an artist of seed 3 reappears in seed 4"
+    assert not mbids & new_mbids
+    assert not set(_album_genres(mid)) & set(_album_genres(other_seed)), "amazon-ids differ too"
+
+
+def test_artist_name_cores_are_injective_across_seeds() -> None:
+    """The (seed, artist) → name map never repeats: 3 seeds × MARD's ~30k artists give 90k distinct cores."""
+    lex = lexicon.lexicon()
+    cores = {lex.artist_core(seed, i) for seed in range(3) for i in range(30_000)}
+    assert len(cores) == 90_000
+    assert lex.max_unique_seed >= 1000
+
+
+def _top_genre_words(raw: Path) -> dict[str, str]:
+    """Per root genre (with enough reviews), the genre word (of any world) its reviews use most."""
+    genres = _album_genres(raw)
+    pooled = {w for ws in GENRE_WORDS.values() for w in ws}
+    counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    n_reviews: collections.Counter[str] = collections.Counter()
+    for rec in _parsed_reviews(raw):
+        if (genre := genres.get(rec["amazon-id"])) is not None:
+            n_reviews[genre] += 1
+            counts[genre].update(t for t in re.findall(r"[a-z]+", rec["reviewText"].lower()) if t in pooled)
+    return {g: counts[g].most_common(1)[0][0] for g in counts if n_reviews[g] >= 100}
+
+
+def _genre_descriptor_means(raw: Path) -> dict[str, np.ndarray]:
+    """Per root genre (≥ 20 files), the mean log magnitude of every scalar lowlevel descriptor's mean."""
+    genres = _album_genres(raw)
+    rows: dict[str, list[list[float]]] = collections.defaultdict(list)
+    for name, doc in _descriptors(raw).items():
+        if doc is None or name[:10] not in genres:
+            continue
+        low = doc["lowlevel"]
+        keys = [k for k in sorted(low) if isinstance(low[k], dict) and isinstance(low[k].get("mean"), float)]
+        rows[genres[name[:10]]].append([math.log(abs(low[k]["mean"]) + 1e-9) for k in keys])
+    return {g: np.mean(r, axis=0) for g, r in rows.items() if len(r) >= 20}
+
+
+def _descriptor_distance(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    shared = sorted(set(a) & set(b))
+    assert len(shared) >= 2
+    return float(np.mean([np.sqrt(np.mean((a[g] - b[g]) ** 2)) for g in shared]))
+
+
+def test_seeds_of_a_world_share_its_rules_and_worlds_differ(mid: Path, other_seed: Path, other_world: Path) -> None:
+    """Words: every genre's top word is its own genre's word *in the dir's world*, and world 1's words are not
+    world 0's. Sounds: per-genre descriptor means agree across seeds of one world, not across worlds (even for the
+    very same albums: the world changes the rules, never the albums)."""
+    for raw, w in ((mid, 0), (other_seed, 0), (other_world, 1)):
+        owner = {word: g for g, ws in world.world_words(w).genre_words.items() for word in ws}
+        top = _top_genre_words(raw)
+        assert len(top) >= 2 and all(owner[word] == g for g, word in top.items()), (w, top)
+    assert world.world_words(0).genre_words == GENRE_WORDS
+    canon = {word: g for g, ws in GENRE_WORDS.items() for word in ws}
+    assert all(canon[word] != g for g, word in _top_genre_words(other_world).items())
+    assert (other_seed / "mard_metadata.json").read_bytes() == (other_world / "mard_metadata.json").read_bytes()
+    same_world = _descriptor_distance(_genre_descriptor_means(mid), _genre_descriptor_means(other_seed))
+    cross_world = _descriptor_distance(_genre_descriptor_means(other_seed), _genre_descriptor_means(other_world))
+    assert same_world < 0.3 * cross_world, (same_world, cross_world)
+
+
+def test_bad_seed_or_world_is_refused(tmp_path: Path) -> None:
+    for kwargs in ({"seed": -1}, {"world": -2}, {"world": 1.5}):
+        with pytest.raises(ValueError, match=r"seed|world"):
+            generate(tmp_path / "bad", albums=5, **kwargs)  # type: ignore[arg-type]
+    assert not (tmp_path / "bad").exists()
 
 
 def test_amazon_ids_are_unique_and_well_formed() -> None:
@@ -459,14 +608,18 @@ def test_amazon_ids_are_unique_and_well_formed() -> None:
 def test_cli_writes_only_the_output_dir(tmp_path: Path) -> None:
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    cmd = [sys.executable, "-m", "mte.synth", "out=raw", "albums=30", "seed=1"]
+    cmd = [sys.executable, "-m", "mte.synth", "out=raw", "albums=30", "seed=1", "world=2"]
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert lines[-1] == str(cwd / "raw")
     assert lines[-2].startswith("synthetic MARD: 30 albums")
     assert sorted(os.listdir(cwd)) == ["raw"], "Hydra must leave no outputs/, .hydra/ or logs"
-    assert _info(cwd / "raw")["params"]["seed"] == 1
+    assert _info(cwd / "raw")["params"]["seed"] == 1 and _info(cwd / "raw")["params"]["world"] == 2
     again = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
     assert again.returncode != 0
     assert again.stderr.strip().splitlines()[-1].startswith("error: ") and "overwrite" in again.stderr
+    assert again.returncode == 2
+    bad = subprocess.run([*cmd[:3], "out=bad", "world=abc"], cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == ["error: world must be an integer, got 'abc'"]
+    assert sorted(os.listdir(cwd)) == ["raw"]

@@ -159,7 +159,7 @@ def _join_and_split(
     else:
         artists = None
         if config.split == "artist":
-            rows = albums.filter(pl.col("paired")).select("amazon_id", "artist_mbid", "artist").iter_rows()
+            rows = albums.select("amazon_id", "artist_mbid", "artist").iter_rows()  # every album links keys
             artists = {aid: (mbid, name) for aid, mbid, name in rows}
         splits = make_splits(paired_ids, config.split, config.split_fractions, config.split_seed, artists)
     split_map = published_map if published else split_of_album(splits)

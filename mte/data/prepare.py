@@ -273,10 +273,11 @@ def prepare_from_config(data_cfg: Mapping[str, Any], force: bool = False) -> Pat
         from mte.data.synth import generate
 
         albums, seed = int(synthetic.get("albums", 1000)), int(synthetic.get("seed", 0))
-        tracks = int(synthetic.get("tracks", 1))
-        print(f"prepare: generating synthetic MARD ({albums:,} albums, seed {seed}, {tracks} track(s) per album) "
-              f"in {raw_dir}", flush=True)
-        generate(raw_dir, albums=albums, seed=seed, tracks_per_album=tracks, quirks=synthetic.get("quirks", True))
+        tracks, world = int(synthetic.get("tracks", 1)), int(synthetic.get("world", 0))
+        print(f"prepare: generating synthetic MARD ({albums:,} albums, seed {seed}, world {world}, {tracks} track(s) "
+              f"per album) in {raw_dir}", flush=True)
+        generate(raw_dir, albums=albums, seed=seed, world=world, tracks_per_album=tracks,
+                 quirks=synthetic.get("quirks", True))
     return prepare(
         raw_dir,
         config,

@@ -139,10 +139,16 @@ def artist_groups(artists: Mapping[str, tuple[str | None, str | None]]) -> list[
 
 
 def artist_split(
-    artists: Mapping[str, tuple[str | None, str | None]], fractions: Sequence[float], seed: int
+    artists: Mapping[str, tuple[str | None, str | None]],
+    fractions: Sequence[float],
+    seed: int,
+    only: Iterable[str] | None = None,
 ) -> dict[str, list[str]]:
     """Artist-grouped train/val/test split of the albums in ``artists`` (see :func:`artist_groups`); lists sorted.
 
+    ``only``: split just these albums, while every album of ``artists`` still links keys. Why: in MARD most albums
+    have no audio and are not split, yet one of them may be the only album carrying both an artist's MBID and the
+    name another (MBID-less) album of that artist uses; grouping without it would let that artist straddle splits.
     The groups are shuffled with ``seed`` and each goes to the split furthest below its target album count
     (targets from :func:`split_sizes`), so the fractions hold to within about one artist's album count, and an
     artist's albums never straddle splits.
@@ -150,6 +156,9 @@ def artist_split(
     import numpy as np
 
     groups = artist_groups(artists)
+    if only is not None:
+        keep = set(only)
+        groups = [kept for group in groups if (kept := [aid for aid in group if aid in keep])]
     targets = split_sizes(sum(len(g) for g in groups), normalise_fractions(fractions))
     counts = [0, 0, 0]
     parts: list[list[str]] = [[], [], []]
@@ -165,13 +174,14 @@ def make_splits(
     album_ids: Iterable[str], method: str, fractions: Sequence[float], seed: int,
     artists: Mapping[str, tuple[str | None, str | None]] | None = None,
 ) -> dict[str, list[str]]:
-    """Dispatch on ``data.split``: 'album', 'artist' (needs ``artists``: album id → (MBID, name)) or 'paper'."""
+    """Dispatch on ``data.split``: 'album', 'artist' (``artists``: album id → (MBID, name) of every album, split or
+    not, so keys link through albums without audio too) or 'paper'."""
     if method == "album":
         return album_split(album_ids, fractions, seed)
     if method == "artist":
         ids = sorted(set(album_ids))
-        known = artists or {}
-        return artist_split({aid: known.get(aid, (None, None)) for aid in ids}, fractions, seed)
+        known = {**{aid: (None, None) for aid in ids}, **(artists or {})}  # artists may name unsplit albums too
+        return artist_split(known, fractions, seed, only=ids)
     if method == "paper":
         return paper_split(album_ids, seed)
     if method == "published":  # splits files, not albums: needs the tracks table
