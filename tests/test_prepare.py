@@ -608,3 +608,22 @@ def test_processed_data_load_errors(tmp_path: Path) -> None:
     with pytest.raises(ProcessedDirError, match=r"no manifest\.json") as info:
         ProcessedData.load(tmp_path / "empty")
     assert "mte.prepare" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.slow
+def test_parallel_prepare_inside_a_joblib_worker(tmp_path: Path) -> None:
+    """Hydra's joblib launcher runs each job in a loky worker, whose default start method ("loky") a fresh child
+    cannot restore: the parsing pool must still start there (it died at birth before, ending prepare in error)."""
+    from joblib import Parallel, delayed
+
+    from mte.data.build import POOL_MIN_FILES
+    from mte.data.synth import generate
+
+    raw = tmp_path / "raw"
+    generate(raw, albums=POOL_MIN_FILES + 40, seed=5, workers=1)
+
+    def job(out: str) -> str:
+        return str(prepare(raw, PrepareConfig(workers=2), processed_dir=out, verbose=False))
+
+    (path,) = Parallel(n_jobs=2, backend="loky")(delayed(job)(str(tmp_path / "p")) for _ in range(1))
+    assert ProcessedData.load(path).feature_names

@@ -265,11 +265,20 @@ def _parallel_parse(tasks: Sequence[tuple], workers: int) -> Iterator[Iterator[t
     if method == "forkserver":
         ctx.set_forkserver_preload(["numpy", "orjson", "mte.data.descriptors", "mte.data.mard"])
     chunksize = max(1, min(256, len(tasks) // (workers * 16)))
+    # A child restores its parent's *default* start method; inside a joblib (loky) worker — hydra's joblib
+    # launcher — that is "loky", which a fresh child cannot set, so every worker would die at birth. The pool
+    # is ours: give it a default a child understands for as long as the pool lives.
+    default = mp.get_start_method(allow_none=True)
+    foreign = default is not None and default not in mp.get_all_start_methods()
+    if foreign:
+        mp.set_start_method(method, force=True)
     pool = ProcessPoolExecutor(workers, mp_context=ctx)
     try:
         yield _until_broken(pool.map(parse_descriptor_task, tasks, chunksize=chunksize), workers, len(tasks))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        if foreign:
+            mp.set_start_method(default, force=True)
 
 
 def _until_broken(results: Iterator[tuple], workers: int, n_tasks: int) -> Iterator[tuple]:
