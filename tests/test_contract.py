@@ -254,7 +254,9 @@ def test_cli_checkpoint_alone_with_an_empty_cache(untrained_ckpt: Path, other_ra
     shutil.rmtree(tmp_path / "train")
     proc = run_module("mte.evaluate", f"ckpt_path={copy}", f"data.raw_dir={other_raw}", "bootstrap=0",
                       f"out_dir={tmp_path / 'out'}", env=env, cwd=tmp_path)
-    assert "| t2a (review → album)" in proc.stdout
+    payload = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert payload["kind"] == "evaluation" and payload["metrics"]["test/t2a/n_queries"] > 0
+    assert "test/t2a" in proc.stdout  # the summary table
     proc = run_module("mte.search", f"ckpt_path={copy}", f"data.raw_dir={other_raw}", f"query={_a_word(copy)}", "k=2",
                       "format=json", "quiet=true", env=env, cwd=tmp_path)
     other_ids = {p.name.split("_")[0] for p in (other_raw / "acousticbrainz_descriptors").iterdir()}

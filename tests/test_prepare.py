@@ -595,7 +595,7 @@ def test_cli_default_synthetic_run_prints_path_last_and_leaves_no_litter(tmp_pat
     assert lines[-2].startswith("prepare: 40 albums")
     out = Path(lines[-1])
     assert out.parent == tmp_path / "cache" / "processed" and (out / "manifest.json").is_file()
-    assert (tmp_path / "cache" / "synthetic" / "mard-40-s0-t1" / "mard_reviews.json").is_file()
+    assert (tmp_path / "cache" / "synthetic" / "mard-v2-40-s0-w0-t1" / "mard_reviews.json").is_file()
     assert list(cwd.iterdir()) == []  # no outputs/, .hydra/ or log files
     again = _run(["data.synthetic.albums=40"], cwd, env)
     assert again.stdout.strip().splitlines()[-1] == str(out) and "cached" in again.stdout

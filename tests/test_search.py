@@ -49,10 +49,10 @@ def make_untrained_checkpoint(processed: Path, out: Path, seed: int = 0, overrid
 
 
 def train_small_checkpoint(root: Path) -> Path:
-    """``python -m mte.train`` on 300 synthetic albums for 3 epochs (once per session); returns best.ckpt."""
+    """``python -m mte.train`` on 300 synthetic albums for 6 epochs (once per session); returns best.ckpt."""
     ckpt = root / "checkpoints" / "best.ckpt"
     if not ckpt.is_file():
-        run_module("mte.train", "data.synthetic.albums=300", "trainer.max_epochs=3", "logger=none",
+        run_module("mte.train", "data.synthetic.albums=300", "trainer.max_epochs=6", "logger=none",
                    "data.features=seed369", f"hydra.run.dir={root}")
     return ckpt
 
