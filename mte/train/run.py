@@ -162,13 +162,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
         retrieval = _find(callbacks, "RetrievalMetrics")
         checkpoint = _find(callbacks, "ModelCheckpoint")
         best_path = checkpoint.best_model_path if checkpoint is not None else ""
+        # the run's selection, taken now: trainer.test(ckpt_path=…) restores the callback's state from that file
+        val_best = dict(retrieval.best) if retrieval is not None else {}
+        selected_epoch = retrieval.best_epoch if retrieval is not None else None
         if cfg.get("test", True) and not trainer.fast_dev_run:
             trainer.test(model, datamodule=datamodule, ckpt_path=best_path or cfg.get("ckpt_path"), verbose=False)
         metrics: dict[str, float] = {}
         if retrieval is not None:
             for stage_metrics in retrieval.last.values():
                 metrics.update(stage_metrics)
-            metrics.update(retrieval.best)
+            metrics.update(val_best)
     finally:
         finish_loggers(loggers)
     if trainer.is_global_zero:
@@ -182,12 +185,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
             processed_dir=str(data.root),
             tags=list(cfg.get("tags") or []),
             selection=selection,
-            selected_epoch=retrieval.best_epoch if retrieval is not None else None,
+            selected_epoch=selected_epoch,
         )
-        epoch = retrieval.best_epoch if retrieval is not None else None
         print_summary({k: v for k, v in metrics.items() if not k.startswith("val/")}, footer=[
-            f"tested checkpoint: {selection}" + (f" (epoch {epoch}; val_best/* are its metrics)" if epoch is not None
-                                                 else ""),
+            f"tested checkpoint: {selection}"
+            + (f" (epoch {selected_epoch}; val_best/* are its metrics)" if selected_epoch is not None else ""),
             f"run dir: {run_dir}  (metrics.json, checkpoints/, .hydra/config.yaml, logger files)",
         ])
     return metrics
