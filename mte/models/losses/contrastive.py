@@ -43,14 +43,35 @@ def info_nce_loss(
     return {"loss": (t2a + a2t) / 2, "t2a": t2a, "a2t": a2t}
 
 
-class InfoNCELoss(nn.Module):
-    """CLIP-style InfoNCE with a learnable temperature and same-album masking (see :func:`info_nce_loss`).
+class _LearnedTemperature(nn.Module):
+    """A learnable ``logit_scale = log(1/temperature)`` kept in ``[0, log(max_logit_scale)]``, as in CLIP.
 
-    The temperature is learnt as ``logit_scale = log(1/temperature)`` (init 1/0.07) and, as in CLIP, kept in
-    ``[0, log(max_logit_scale)]``: the parameter is clamped in place before each use — the same as CLIP's
-    clamp after each optimiser step — so it can still come back down once it hits the ceiling (clamping
-    only the value used in the forward pass would zero its gradient there and freeze it).
+    The parameter is clamped in place before each use — the same as CLIP's clamp after each optimiser step — so it
+    can still come back down once it hits the ceiling (clamping only the value used in the forward pass would zero
+    its gradient there and freeze it).
     """
+
+    def __init__(self, temperature: float, learn_temperature: bool, max_logit_scale: float) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.max_log_scale = math.log(max_logit_scale)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)), requires_grad=learn_temperature)
+
+    @property
+    def temperature(self) -> float:
+        return float(torch.exp(-self.logit_scale.detach()))
+
+    def scale(self, dtype: torch.dtype) -> Tensor:
+        """``exp(logit_scale)`` after the in-place clamp: the multiplier of the similarities."""
+        with torch.no_grad():
+            self.logit_scale.clamp_(0.0, self.max_log_scale)
+        return self.logit_scale.exp().to(dtype)
+
+
+class InfoNCELoss(_LearnedTemperature):
+    """CLIP-style InfoNCE with a learnable temperature (init 1/0.07) and same-album masking (see
+    :func:`info_nce_loss`)."""
 
     def __init__(
         self,
@@ -60,28 +81,18 @@ class InfoNCELoss(nn.Module):
         bidirectional: bool = True,
         margin: float = 0.0,
     ) -> None:
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        super().__init__(temperature, learn_temperature, max_logit_scale)
         if not 0.0 <= margin < 2.0:
             raise ValueError(f"margin is a cosine-similarity margin in [0, 2), got {margin}")
         self.margin = float(margin)
         # False: only the text→audio cross-entropy, the counterpart of the margin loss's unidirectional mode
         self.bidirectional = bidirectional
-        self.max_log_scale = math.log(max_logit_scale)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)), requires_grad=learn_temperature)
-
-    @property
-    def temperature(self) -> float:
-        return float(torch.exp(-self.logit_scale.detach()))
 
     def forward(
         self, text: Tensor, audio: Tensor, album: Tensor, generator: torch.Generator | None = None
     ) -> dict[str, Tensor]:
         """``generator`` is unused (nothing is sampled); it keeps the signature of :class:`MarginRankingLoss`."""
-        with torch.no_grad():
-            self.logit_scale.clamp_(0.0, self.max_log_scale)
-        terms = info_nce_loss(text, audio, album, self.logit_scale.exp().to(text.dtype), self.margin)
+        terms = info_nce_loss(text, audio, album, self.scale(text.dtype), self.margin)
         if not self.bidirectional:
             terms = {**terms, "loss": terms["t2a"], "a2t": torch.zeros_like(terms["a2t"])}
         return terms
@@ -113,12 +124,12 @@ def sigmoid_loss(
     return {"loss": positive + negative, "positive": positive, "negative": negative}
 
 
-class SigmoidLoss(nn.Module):
+class SigmoidLoss(_LearnedTemperature):
     """The pairwise sigmoid loss of SigLIP with a learnable temperature and bias (see :func:`sigmoid_loss`).
 
     Initialised as in SigLIP (``logit_scale = 10``, ``logit_bias = −10``): with B−1 negatives per positive in a
     batch, the bias starts the model off predicting "no match", which keeps the early loss from being dominated by
-    the many easy negatives. The log-scale is clamped like :class:`InfoNCELoss`'s.
+    the many easy negatives.
     """
 
     def __init__(
@@ -128,17 +139,11 @@ class SigmoidLoss(nn.Module):
         learn_temperature: bool = True,
         max_logit_scale: float = 100.0,
     ) -> None:
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.max_log_scale = math.log(max_logit_scale)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)), requires_grad=learn_temperature)
+        super().__init__(temperature, learn_temperature, max_logit_scale)
         self.logit_bias = nn.Parameter(torch.tensor(float(bias)), requires_grad=learn_temperature)
 
     def forward(
         self, text: Tensor, audio: Tensor, album: Tensor, generator: torch.Generator | None = None
     ) -> dict[str, Tensor]:
         """``generator`` is unused (nothing is sampled); it keeps the signature of :class:`MarginRankingLoss`."""
-        with torch.no_grad():
-            self.logit_scale.clamp_(0.0, self.max_log_scale)
-        return sigmoid_loss(text, audio, album, self.logit_scale.exp().to(text.dtype), self.logit_bias.to(text.dtype))
+        return sigmoid_loss(text, audio, album, self.scale(text.dtype), self.logit_bias.to(text.dtype))
