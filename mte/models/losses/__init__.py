@@ -24,33 +24,18 @@ Modules: :mod:`~mte.models.losses.common` (distances, samplers, the hinge), :mod
 :mod:`~mte.models.losses.contrastive` (InfoNCE, sigmoid).
 """
 
-from mte.models.losses.common import (
-    TERMS,
-    Distance,
-    Mining,
-    NegativeSampling,
-    Reduction,
-    hardest_negatives,
-    hinge,
-    pairwise_distance,
-    sample_negatives,
-    sample_positives,
-)
+# the public API: the losses, their functional forms, and the distance and samplers tests and benchmarks reuse
+from mte.models.losses.common import Distance, hardest_negatives, pairwise_distance, sample_negatives, sample_positives
 from mte.models.losses.contrastive import InfoNCELoss, SigmoidLoss, info_nce_loss, sigmoid_loss
 from mte.models.losses.margin import MarginRankingLoss, margin_ranking_loss
 from mte.models.losses.published import published_margin_loss
 
 __all__ = [
-    "TERMS",
     "Distance",
     "InfoNCELoss",
     "MarginRankingLoss",
-    "Mining",
-    "NegativeSampling",
-    "Reduction",
     "SigmoidLoss",
     "hardest_negatives",
-    "hinge",
     "info_nce_loss",
     "margin_ranking_loss",
     "pairwise_distance",
