@@ -142,3 +142,18 @@ _TEXT = st.text(
 def test_fast_and_canonical_encoders_agree_on_random_text(texts: list[str], lowercase: bool) -> None:
     v = Vocabulary.build(texts + CORPUS, VocabConfig(size=30, min_freq=1, lowercase=lowercase))
     assert v.encode_series(texts).to_list() == v.encode_batch(texts)
+
+
+def test_min_albums_keeps_only_words_spread_over_enough_albums():
+    import polars as pl
+
+    texts = ["zorblax zorblax zorblax great", "zorblax great groove", "great groove", "groove"]
+    albums = pl.Series(["A", "A", "B", "C"])
+    words = split_words(texts, word_splitter(True))
+    spread = Vocabulary.build_from_words(words, VocabConfig(min_freq=1, min_albums=2), stopwords=[], albums=albums)
+    kept = {w for w in ("zorblax", "great", "groove") if spread.tokenizer.token_to_id(w) is not None}
+    assert kept == {"great", "groove"}  # "zorblax": 4 uses, but all in album A's reviews (a name)
+    plain = Vocabulary.build_from_words(words, VocabConfig(min_freq=1), stopwords=[])
+    assert plain.tokenizer.token_to_id("zorblax") is not None
+    with pytest.raises(ValueError, match="album id"):
+        Vocabulary.build_from_words(words, VocabConfig(min_albums=2), stopwords=[])

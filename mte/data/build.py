@@ -478,7 +478,8 @@ def _tokenise(reviews: pl.DataFrame, words: pl.Series, config: PrepareConfig) ->
     from mte.data.text import Vocabulary
 
     held_out = reviews["split"].is_in(["val", "test"]).fill_null(False)
-    vocab = Vocabulary.build_from_words(words.filter(~held_out), config.vocab)
+    vocab = Vocabulary.build_from_words(words.filter(~held_out), config.vocab,
+                                        albums=reviews["amazon_id"].filter(~held_out))
     tokens = vocab.encode_words(words)
     return reviews.with_columns(tokens.alias("tokens")), vocab
 

@@ -116,9 +116,10 @@ class PrepareConfig:
         if unknown or not self.text_fields:
             raise PrepareConfigError(f"data.text_fields must be a non-empty subset of {list(TEXT_FIELDS)}, "
                                      f"got {list(self.text_fields)}")
-        if self.vocab.size < 2 or self.vocab.max_length < 0 or self.vocab.min_freq < 0:
-            raise PrepareConfigError(f"bad data.vocab {asdict(self.vocab)}: size >= 2, max_length >= 0, "
-                                     f"min_freq >= 0")
+        vocab = self.vocab
+        if vocab.size < 2 or vocab.max_length < 0 or vocab.min_freq < 0 or vocab.min_albums < 1:
+            raise PrepareConfigError(f"bad data.vocab {asdict(vocab)}: size >= 2, max_length >= 0, "
+                                     f"min_freq >= 0, min_albums >= 1")
 
     def key_dict(self) -> dict[str, Any]:
         """The config as it enters the cache key: JSON-able, ``workers`` left out."""

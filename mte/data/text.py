@@ -53,6 +53,9 @@ class VocabConfig:
 
     size: int = 30000  # ids that can be emitted, [PAD] and [UNK] included (= embedding table rows)
     min_freq: int = 2  # words seen fewer times in the training texts map to [UNK]
+    # words used in the reviews of fewer albums map to [UNK]: names (artists, titles, members) live in one artist's
+    # reviews, and a model that learns them memorises the training catalogue instead of how music is described
+    min_albums: int = 1
     lowercase: bool = True
     remove_stopwords: bool = True
     max_length: int = 400  # tokens kept per text, counted after stop-word removal
@@ -157,9 +160,16 @@ class Vocabulary:
 
     @classmethod
     def build_from_words(
-        cls, words: pl.Series, cfg: VocabConfig, stopwords: Sequence[str] | None = None
+        cls,
+        words: pl.Series,
+        cfg: VocabConfig,
+        stopwords: Sequence[str] | None = None,
+        albums: pl.Series | None = None,
     ) -> Vocabulary:
-        """Like :meth:`build`, from :func:`split_words` output (prepare splits the reviews once for both steps)."""
+        """Like :meth:`build`, from :func:`split_words` output (prepare splits the reviews once for both steps).
+
+        ``albums`` (each text's album id, row-aligned) is needed when ``cfg.min_albums > 1``: a word must then occur
+        in the texts of at least that many albums."""
         import polars as pl
 
         if cfg.size < 2:
@@ -168,13 +178,21 @@ class Vocabulary:
             raise ValueError(f"vocab.max_length must be >= 0, got {cfg.max_length}")
         stop = _stop_forms(stopwords if stopwords is not None else load_stopwords(), cfg.lowercase)
         stop = stop if cfg.remove_stopwords else []
+        counts = words.explode().drop_nulls().to_frame("word").group_by("word").len()
+        if cfg.min_albums > 1:
+            if albums is None or len(albums) != len(words):
+                raise ValueError("vocab.min_albums needs each text's album id (row-aligned with the texts)")
+            spread = (
+                pl.DataFrame({"word": words, "album": albums})
+                .explode("word")
+                .drop_nulls("word")
+                .group_by("word")
+                .agg(pl.col("album").n_unique().alias("albums"))
+                .filter(pl.col("albums") >= cfg.min_albums)
+            )
+            counts = counts.join(spread.select("word"), on="word", how="semi")
         counts = (
-            words.explode()
-            .drop_nulls()
-            .to_frame("word")
-            .group_by("word")
-            .len()
-            .filter(pl.col("len") >= max(1, cfg.min_freq))
+            counts.filter(pl.col("len") >= max(1, cfg.min_freq))
             .filter(~pl.col("word").is_in([*stop, PAD_TOKEN, UNK_TOKEN]))
             .sort(["len", "word"], descending=[True, False])
             .head(cfg.size - 2)
