@@ -179,3 +179,11 @@ def test_every_shipped_experiment_passes_the_config_checks():
             cfg = compose("train", overrides=[f"experiment={experiment}"])
             assert cfg.tags[0].endswith(experiment.split("/")[-1]), experiment  # really that recipe
             check_settings(cfg)
+
+
+def test_transfer_is_best_infonce_with_a_vocabulary_of_shared_words():
+    transfer, infonce = _compose("experiment=transfer"), _compose("experiment=best_infonce")
+    assert list(transfer.tags) == ["transfer"] and transfer.data.vocab.min_albums == 25
+    assert infonce.data.vocab.min_albums == 1  # the filter is the one difference
+    for key in ("loss", "sampler", "model", "text", "audio", "trainer"):
+        assert transfer[key] == infonce[key]
