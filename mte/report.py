@@ -20,6 +20,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from mte.cli import UserError, user_errors
+
 OPTIONS = {
     "out": "folder for report.md and the PNGs (default: DIR/report)",
     "metric": "selection metric for the best run, sweep plots and grid (default: the runs' optimized_metric)",
@@ -69,17 +71,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from mte.eval.report import build_report
 
-    try:
-        report = build_report(
-            args.dir,
-            out=Path(options["out"]) if "out" in options else None,
-            metric=options.get("metric"),
-            embedding_map=make_map,
-            n_reviews=n_reviews,
-        )
-    except FileNotFoundError as e:
-        print(f"mte.report: {e}", file=sys.stderr)
-        return 2
+    with user_errors():  # "error: no runs below DIR …", exit 2
+        try:
+            report = build_report(
+                args.dir,
+                out=Path(options["out"]) if "out" in options else None,
+                metric=options.get("metric"),
+                embedding_map=make_map,
+                n_reviews=n_reviews,
+            )
+        except FileNotFoundError as e:
+            raise UserError(str(e)) from None
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     best = f"; best: {report.best.name}" if report.best else ""

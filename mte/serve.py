@@ -24,7 +24,7 @@ import time
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from mte.cli import UserError
+from mte.cli import UserError, user_errors
 from mte.paths import config_dir
 
 
@@ -116,11 +116,8 @@ def serve(cfg: DictConfig) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="serve")
 def main(cfg: DictConfig) -> None:
-    try:
+    with user_errors():  # bad input → "error: …" on stderr, exit status 2
         serve(cfg)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.exit(2)
 
 
 if __name__ == "__main__":
