@@ -244,7 +244,11 @@ def test_cli(sweep, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main([str(sweep), "colour=blue"])
     assert exc.value.code == 2
-    assert main([str(tmp_path / "out")]) == 2  # a folder without runs
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path / "out")])  # a folder without runs: one user-error line
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.startswith("error: no runs below")
 
 
 def test_cli_import_is_light():
