@@ -6,7 +6,9 @@ One function per location so that every entry point (prepare, train, search, …
   home, here: the configs reach it through the ``${mte.cache:}`` resolver (``data.cache_dir`` in
   conf/data/mard.yaml), registered when this module is imported, so the YAML and the code cannot disagree;
 * the configs (:func:`config_dir`): every Hydra entry point reads them from there, in a source checkout, an
-  editable install and an installed wheel alike.
+  editable install and an installed wheel alike;
+* how a file is written (:func:`atomic_write`): results, caches, baseline checkpoints and prepare's manifest all go
+  through a temp file and a rename, so no reader (and no killed run) ever sees half a file.
 
 Nothing heavy is imported here (omegaconf only, which every entry point loads anyway): the prepare cache-hit path
 goes through this module and must stay well under a second.
@@ -14,8 +16,12 @@ goes through this module and must stay well under a second.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from omegaconf import OmegaConf
 
@@ -62,3 +68,23 @@ if not OmegaConf.has_resolver(CACHE_RESOLVER):
     # set after start-up, e.g. by a test's conftest, still counts. Every entry point imports this module for
     # config_dir(), so the resolver is there before Hydra resolves anything.
     OmegaConf.register_new_resolver(CACHE_RESOLVER, lambda: str(cache_root()))
+
+
+def atomic_write(path: Path | str, write: Callable[[BinaryIO], object]) -> None:
+    """Write ``path`` by calling ``write`` on a binary temp file in the same dir, then renaming it into place.
+
+    The rename is atomic on one filesystem, so readers see the old file or the whole new one; a failed or killed
+    write leaves no half-written file (the temp file is removed on any error).
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from helpers import save_tiny_distilbert
 from torch import nn
 
+from mte import paths
 from mte.models import feature_cache
 from mte.models.feature_cache import cache_key, cached_text_features
 from mte.models.module import EmbeddingModel
@@ -221,7 +222,7 @@ def test_cache_write_is_atomic(frozen: HFEncoder, tmp_path: Path, monkeypatch: p
         replaced.append((str(src), str(dst)))
         real_replace(src, dst)
 
-    monkeypatch.setattr(feature_cache.os, "replace", spy)
+    monkeypatch.setattr(paths.os, "replace", spy)  # every atomic file write renames through mte.paths
     cached_text_features(frozen, TEXTS, tmp_path, "d1", progress=False)
     npy = [(s, d) for s, d in replaced if d.endswith(".npy")]
     assert len(npy) == 1 and Path(npy[0][0]).parent == Path(npy[0][1]).parent == tmp_path

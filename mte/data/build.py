@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mte.cli import UserError
-from mte.data.cache import MANIFEST, InputScan, listed_files, write_json
+from mte.data.cache import MANIFEST, InputScan, json_text, listed_files, write_json
 from mte.data.mard import DESCRIPTOR_DIR, Ledger
 from mte.data.names import SPLITS, TEXT_FIELDS
+from mte.paths import atomic_write
 
 if TYPE_CHECKING:
     import numpy as np
@@ -130,9 +131,7 @@ def build(
 
         manifest["leaky"] = True
         manifest["leak"] = leak_record(tracks, splits)
-    part = out / (MANIFEST + ".part")
-    write_json(part, manifest)
-    os.replace(part, out / MANIFEST)  # last: its presence marks the dir complete
+    atomic_write(out / MANIFEST, lambda f: f.write(json_text(manifest).encode()))  # last: it marks the dir complete
     return manifest
 
 

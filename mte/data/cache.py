@@ -236,5 +236,10 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def json_text(obj: Any) -> str:
+    """The processed dir's JSON layout (one-space indent, ASCII)."""
+    return json.dumps(obj, indent=1, ensure_ascii=True) + "\n"
+
+
 def write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=1, ensure_ascii=True) + "\n", encoding="utf-8")
+    path.write_text(json_text(obj), encoding="utf-8")

@@ -22,10 +22,11 @@ A file without ``kind`` (written before the field existed) is a run, unless it h
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from mte.paths import atomic_write
 
 KINDS = ("run", "evaluation", "baseline")
 COLUMNS = ("R@1", "R@5", "R@10", "mAP@10", "MedR", "MeanR")
@@ -38,14 +39,8 @@ STAGE_ORDER = ("val_best", "val", "train", "test")
 
 
 def write_text_atomic(path: Path | str, text: str) -> None:
-    """Write via a temp file in the same dir, then rename: readers (and a killed run) never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """UTF-8 text through :func:`mte.paths.atomic_write`: readers (and a killed run) never see half a file."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def write_json_atomic(path: Path | str, payload: Mapping[str, Any]) -> None:

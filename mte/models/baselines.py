@@ -13,7 +13,6 @@ Both read word ids (``text_input_kind = "tokens"``, padded batches from
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mte.models.contract import CHECKPOINT_KEY, InputContract
+from mte.paths import atomic_write
 
 BASELINE_FORMAT = "mte-baseline/1"
 
@@ -172,9 +172,7 @@ def save_baseline(path: Path, embedder: CCAEmbedder | RandomEmbedder, contract: 
     payload = {"format": BASELINE_FORMAT, "kind": embedder.name, **embedder.checkpoint_state(),
                CHECKPOINT_KEY: contract.to_dict()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(payload, f))
     return path
 
 

@@ -12,12 +12,9 @@ name never silently reuses stale features (mtimes would get both of these wrong)
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +23,7 @@ import numpy as np
 import torch
 
 from mte.models.text import HFEncoder
+from mte.paths import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -74,22 +72,6 @@ def cache_key(encoder: HFEncoder, data_key: str, n_texts: int) -> str:
         sort_keys=True,
     )
     return hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write via a temp file in the same dir and os.replace it in, so readers (and a crash) never see a
-    half-written cache file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _compute(encoder: HFEncoder, texts: Sequence[str], batch_size: int, progress: bool) -> np.ndarray:
@@ -160,7 +142,7 @@ def cached_text_features(
             return torch.from_numpy(arr)
     log.info("text feature cache miss: computing %d texts with %s → %s", len(texts), encoder.name_or_path, path)
     feats = _compute(encoder, texts, batch_size, progress)
-    _atomic_write(path, lambda f: np.save(f, feats))
+    atomic_write(path, lambda f: np.save(f, feats))
     meta = {
         "model": encoder.name_or_path,
         "pooling": encoder.pooling,
@@ -169,6 +151,6 @@ def cached_text_features(
         "shape": list(feats.shape),
         "format": CACHE_FORMAT,
     }
-    _atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(meta, indent=1).encode()))
     arr = _load(path, len(texts), encoder.out_dim)
     return torch.from_numpy(arr if arr is not None else feats)
