@@ -211,7 +211,9 @@ def test_cache_write_is_atomic(frozen: HFEncoder, tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(feature_cache.np, "save", crash_midway)
     with pytest.raises(KeyboardInterrupt):
         cached_text_features(frozen, TEXTS, tmp_path, "d1", progress=False)
-    assert list(tmp_path.iterdir()) == []  # neither a truncated cache file nor a stray temp file
+    # neither a cache file nor a stray temp file; the partial dir holds only the pass's plan (no chunk was finished)
+    (parts,) = tmp_path.iterdir()
+    assert parts.suffix == ".parts" and [p.name for p in parts.iterdir()] == ["plan.json"]
 
     monkeypatch.setattr(feature_cache.np, "save", real_save)
     replaced: list[tuple[str, str]] = []
@@ -224,8 +226,9 @@ def test_cache_write_is_atomic(frozen: HFEncoder, tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(paths.os, "replace", spy)  # every atomic file write renames through mte.paths
     cached_text_features(frozen, TEXTS, tmp_path, "d1", progress=False)
-    npy = [(s, d) for s, d in replaced if d.endswith(".npy")]
-    assert len(npy) == 1 and Path(npy[0][0]).parent == Path(npy[0][1]).parent == tmp_path
+    npy = [(s, d) for s, d in replaced if d.endswith(".npy") and Path(d).parent == tmp_path]
+    assert len(npy) == 1 and Path(npy[0][0]).parent == tmp_path  # the final file, renamed from its own dir
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".npy"]  # the partial dir is gone
 
 
 def test_corrupt_cache_is_recomputed(frozen: HFEncoder, tmp_path: Path) -> None:

@@ -247,13 +247,35 @@ class HFTokenize:
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
 
+def model_length_limit(encoder: HFEncoder) -> tuple[int, str]:
+    """The longest input worth feeding this model, and why: its position table, or the sequence length its
+    sentence-transformers config declares it was made for (all-MiniLM-L6-v2: 256), whichever is shorter."""
+    import json
+
+    limit, why = 10**6, "no limit"
+    positions = getattr(encoder.model.config, "max_position_embeddings", None)
+    if positions:
+        limit, why = int(positions), "its position table"
+    st_config = Path(encoder.name_or_path) / "sentence_bert_config.json"
+    if st_config.is_file():
+        try:
+            declared = int(json.loads(st_config.read_text()).get("max_seq_length"))
+        except (OSError, ValueError, TypeError):
+            declared = 0
+        if 0 < declared < limit:
+            limit, why = declared, "its sentence-transformers max_seq_length"
+    return limit, why
+
+
 class HFEncoder(nn.Module):
     """Any Hugging Face encoder (``AutoModel``) with CLS or masked-mean pooling; frozen or fine-tuned.
 
     ``pretrained`` is a hub name found in the local HF cache, a local directory (loaded exactly the same way),
-    or the alias "minilm". When ``freeze`` is true the weights get no gradients and the model stays in eval mode
-    even when a trainer calls ``.train()``: dropout in a frozen encoder would only add noise to fixed features,
-    and it would also make the cached features (see feature_cache.py) disagree with on-the-fly ones.
+    or the alias "minilm". ``max_length="auto"`` starts at :func:`model_length_limit` and is fitted to the
+    training reviews by the training run (:func:`mte.models.feature_pass.fit_max_length`). When ``freeze`` is
+    true the weights get no gradients and the model stays in eval mode even when a trainer calls ``.train()``:
+    dropout in a frozen encoder would only add noise to fixed features, and it would also make the cached
+    features (see feature_cache.py) disagree with on-the-fly ones.
     ``forward`` accepts precomputed ``text_features`` (returned as-is) or ``input_ids``/``attention_mask``.
     """
 
@@ -262,12 +284,16 @@ class HFEncoder(nn.Module):
         pretrained: str = DEFAULT_HF_MODEL,
         freeze: bool = True,
         pooling: Pooling = "mean",
-        max_length: int = 256,
+        max_length: int | str | None = 256,
         use_cached_features: bool = True,
+        max_length_percentile: float = 99.0,
     ) -> None:
         super().__init__()
         if pooling not in ("cls", "mean"):
             raise ValueError(f"unknown pooling {pooling!r}; expected 'cls' or 'mean'")
+        auto = max_length is None or str(max_length).lower() == "auto"
+        if not auto and int(max_length) < 1:  # type: ignore[arg-type]
+            raise ValueError(f"text.max_length must be a positive integer or 'auto', got {max_length!r}")
         from transformers import AutoModel, AutoTokenizer
 
         self.pretrained = str(pretrained)
@@ -277,14 +303,22 @@ class HFEncoder(nn.Module):
         self.freeze = freeze
         self.pooling: Pooling = pooling
         self.use_cached_features = use_cached_features
-        # Never ask for more positions than the model has: longer inputs would index past its position table.
-        limits = [max_length, getattr(self.model.config, "max_position_embeddings", None)]
-        self.max_length = min(int(x) for x in limits if x)
+        # "auto": the model's own limit until fitted to the training reviews (set_max_length, by the training run)
+        self.max_length_auto = auto
+        self.max_length_percentile = float(max_length_percentile)
         self.out_dim = int(self.model.config.hidden_size)
-        self.text_tokenizer = HFTokenize(self.tokenizer, self.max_length)
+        self.text_tokenizer = HFTokenize(self.tokenizer, 0)
+        self.set_max_length(model_length_limit(self)[0] if auto else int(max_length))  # type: ignore[arg-type]
         if freeze:
             self.model.requires_grad_(False)
             self.model.eval()
+
+    def set_max_length(self, max_length: int) -> None:
+        """Truncate inputs at ``max_length`` tokens from now on, never past the model's position table (longer
+        inputs would index past it)."""
+        positions = getattr(self.model.config, "max_position_embeddings", None)
+        self.max_length = min(int(max_length), int(positions)) if positions else int(max_length)
+        self.text_tokenizer.max_length = self.max_length
 
     @property
     def input_kind(self) -> InputKind:
@@ -333,7 +367,8 @@ def build_text_backbone(cfg: Mapping[str, Any], vocab_size: int) -> nn.Module:
       tfidf: bow with weighting "idf" and skip_unknown True by default (a learnt map of the TF-IDF vector)
       lstm: word_dim (300), hidden (256), num_layers (1), dropout (0.0), sparse (False)
       hf:   pretrained ("distilbert-base-uncased"; a local dir or "minilm" work too), freeze (True),
-            pooling ("mean"), max_length (256), cache_features (True: frozen → input_kind "features")
+            pooling ("mean"), max_length (256, or "auto": a percentile of the training reviews' token lengths),
+            max_length_percentile (99), cache_features (True: frozen → input_kind "features")
     "distilbert" and "minilm" are accepted as names too: hf with that default ``pretrained``.
     """
     name = cfg.get("name")
@@ -362,8 +397,9 @@ def build_text_backbone(cfg: Mapping[str, Any], vocab_size: int) -> nn.Module:
             pretrained=str(cfg.get("pretrained") or default),
             freeze=bool(cfg.get("freeze", True)),
             pooling=cfg.get("pooling", "mean"),
-            max_length=int(cfg.get("max_length", 256)),
+            max_length=cfg.get("max_length", 256),
             use_cached_features=bool(cfg.get("cache_features", True)),
+            max_length_percentile=float(cfg.get("max_length_percentile", 99.0)),
         )
     raise ValueError(f"unknown text backbone {name!r}; expected one of {TEXT_BACKBONES}")
 

@@ -67,8 +67,22 @@ def frozen_text_features(cfg: DictConfig, model: Any, data: Any) -> tuple[np.nda
     data_key = hashlib.sha256(key.encode()).hexdigest()[:16]
     cache_dir = Path(cfg.data.cache_dir) / "text_features"
     batch_size = cfg.text.get("feature_batch_size", 64)
-    features = cached_text_features(model.text_backbone, texts, cache_dir, data_key, batch_size=batch_size)
+    features = cached_text_features(model.text_backbone, texts, cache_dir, data_key, batch_size=batch_size,
+                                    precision=str(cfg.text.get("feature_precision", "fp32")),
+                                    device=feature_device(cfg))
     return np.asarray(features, dtype=np.float32), paired
+
+
+def feature_device(cfg: DictConfig) -> str | None:
+    """Where the one-off feature pass runs: the GPU when the trainer will use one (the model is still on the CPU
+    when the data module is built), else where the encoder is."""
+    accelerator = str(cfg.get("trainer", {}).get("accelerator", "cpu"))
+    if accelerator in ("gpu", "cuda", "auto"):
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda"
+    return None
 
 
 def build_model(cfg: DictConfig, data: Any):
@@ -91,7 +105,19 @@ def build_model(cfg: DictConfig, data: Any):
     model.input_contract = InputContract.from_processed(data, standardize=bool(cfg.data.get("standardize", True)),
                                                         hf_tokenizer=str(hf) if hf is not None else None)
     fit_text_statistics(model.text_backbone, data)
+    fit_text_length(model, data)
     return model
+
+
+def fit_text_length(model: Any, data: Any) -> None:
+    """``text.max_length=auto``: the transformer's truncation length from the training reviews' token lengths (the
+    train split only, like the IDF weights), printed, and kept in the checkpoint's hyper-parameters."""
+    if not getattr(model.text_backbone, "max_length_auto", False):
+        return
+    from mte.models.feature_pass import fit_max_length
+
+    texts = model.input_contract.review_texts(data.reviews[data.split_review_indices("train")])
+    print(f"text: {fit_max_length(model, texts)}", flush=True)
 
 
 def fit_text_statistics(backbone: Any, data: Any) -> None:
