@@ -309,3 +309,37 @@ def test_minilm_auto_is_capped_by_its_sentence_transformers_length() -> None:
     assert enc.max_length == 256  # sentence_bert_config.json, not the 512 positions
     with pytest.raises(ValueError, match="max_length"):
         HFEncoder("minilm", max_length=0)
+
+
+@pytest.mark.slow
+def test_auto_max_length_trains_and_evaluates_alike(synthetic_raw: Path, processed_dir: Path, tiny_dir: Path,
+                                                  tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A frozen encoder with max_length=auto: the length is fitted, printed, kept in the checkpoint, and
+    ``mte.evaluate`` (texts tokenised on the fly from the checkpoint) reproduces the training run's test metrics
+    (computed from the cached features)."""
+    from hydra import compose, initialize_config_dir
+
+    from mte.eval.evaluation import evaluate
+    from mte.train.run import run
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[
+            "data=mard", f"data.raw_dir={synthetic_raw}", f"data.processed_dir={processed_dir}",
+            "data.features=seed369", "data.batch_size=32", "trainer.max_epochs=1", "logger=none",
+            f"paths.output_dir={tmp_path / 'run'}", "callbacks.projector=null", f"data.cache_dir={tmp_path}",
+            "text=distilbert", f"text.pretrained={tiny_dir}", "text.max_length_percentile=50",
+        ])
+    assert cfg.text.max_length == "auto"
+    run(cfg)
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("text: max_length auto → "))
+    chosen = int(line.split("→ ")[1].split(":")[0])
+    assert 8 <= chosen < 128
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    checkpoint = torch.load(record["best_checkpoint"], map_location="cpu", weights_only=False)
+    assert checkpoint["hyper_parameters"]["text"]["max_length"] == chosen
+    result = evaluate(record["best_checkpoint"], bootstrap=1000, write=False)
+    keys = [k for k in record["metrics"] if k.startswith("test/") and "R@" in k]
+    assert keys
+    for key in keys:
+        assert result.metrics[key] == pytest.approx(record["metrics"][key], abs=1e-6), key

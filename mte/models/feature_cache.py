@@ -194,7 +194,7 @@ def _compute_chunked(
     done = _open_parts(parts, plan, len(row_chunks), [len(r) for r in row_chunks], dim)
     work = pass_encoder(encoder, precision) if len(done) < len(row_chunks) else encoder
 
-    desc = f"text features ({Path(encoder.name_or_path).name}, max_length {encoder.max_length})"
+    desc = f"text features ({Path(encoder.pretrained).name}, max_length {encoder.max_length})"
     meter = Progress(len(texts), total_work=float(lengths.sum()), desc=desc, unit="reviews", enabled=progress)
     for index in sorted(done):
         meter.skip(len(row_chunks[index]), float(lengths[row_chunks[index]].sum()))
