@@ -307,8 +307,9 @@ def test_fit_max_length_is_kept_in_the_checkpoint_hparams(tiny_dir: Path) -> Non
 def test_minilm_auto_is_capped_by_its_sentence_transformers_length() -> None:
     enc = HFEncoder("minilm", max_length="auto")
     assert enc.max_length == 256  # sentence_bert_config.json, not the 512 positions
-    with pytest.raises(ValueError, match="max_length"):
-        HFEncoder("minilm", max_length=0)
+    for bad in (0, "long", -3):
+        with pytest.raises(ValueError, match=r"text\.max_length must be a positive integer or 'auto'"):
+            HFEncoder("minilm", max_length=bad)
 
 
 @pytest.mark.slow
@@ -343,3 +344,13 @@ def test_auto_max_length_trains_and_evaluates_alike(synthetic_raw: Path, process
     assert keys
     for key in keys:
         assert result.metrics[key] == pytest.approx(record["metrics"][key], abs=1e-6), key
+
+
+def test_an_interrupt_says_what_is_kept(tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(feature_cache, "encode_rows", _Interrupt(at=2))
+    with pytest.raises(KeyboardInterrupt):
+        cached_text_features(encoder(tiny_dir), TEXTS, tmp_path, "d", batch_size=4, chunk=8)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("interrupted; 1 of 5 chunks are saved in "
+                            f"{next(tmp_path.glob('*.parts'))} — the same command resumes from them")

@@ -200,12 +200,19 @@ def _compute_chunked(
         meter.skip(len(row_chunks[index]), float(lengths[row_chunks[index]].sum()))
     if done:
         log.info("text feature cache: resuming, %d of %d chunks already computed", len(done), len(row_chunks))
-    for index, rows in enumerate(row_chunks):
-        if index in done:
-            continue
-        feats = encode_rows(work, ids, rows, batch_size, bucketing=bucketing, precision=precision,
-                            on_batch=lambda n, tokens: meter.update(n, tokens))
-        atomic_write(_chunk_path(parts, index), lambda f, a=feats: np.save(f, a))
+    try:
+        for index, rows in enumerate(row_chunks):
+            if index in done:
+                continue
+            feats = encode_rows(work, ids, rows, batch_size, bucketing=bucketing, precision=precision,
+                                on_batch=lambda n, tokens: meter.update(n, tokens))
+            atomic_write(_chunk_path(parts, index), lambda f, a=feats: np.save(f, a))
+            done.add(index)
+    except BaseException:  # Ctrl-C, a crash: say what is kept (the exception itself goes on unchanged)
+        if progress:
+            meter.close(f"{desc}: interrupted; {len(done)} of {len(row_chunks)} chunks are saved in {parts} — "
+                        "the same command resumes from them")
+        raise
 
     out = np.empty((len(texts), dim), dtype=np.float32)
     for index, rows in enumerate(row_chunks):
@@ -227,10 +234,10 @@ def _compute_chunked(
         "threads": torch.get_num_threads(),
     }
     resumed = f"; {meter.skipped:,} resumed from an interrupted pass" if meter.skipped else ""
-    meter.close(
-        f"{desc}: {computed:,} reviews in {meter.elapsed:.1f} s = {rate:.1f} reviews/s "
-        f"(mean {stats['mean_tokens']:g} tokens, batch {batch_size}, {precision}{resumed})"
-    )
+    summary = (f"{desc}: {computed:,} reviews in {meter.elapsed:.1f} s = {rate:.1f} reviews/s "
+               f"(mean {stats['mean_tokens']:g} tokens, batch {batch_size}, {precision}{resumed})")
+    meter.close(summary)
+    log.info(summary)  # also in the run's log file (the progress line goes to stderr)
     return out, stats
 
 

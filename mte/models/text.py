@@ -292,7 +292,7 @@ class HFEncoder(nn.Module):
         if pooling not in ("cls", "mean"):
             raise ValueError(f"unknown pooling {pooling!r}; expected 'cls' or 'mean'")
         auto = max_length is None or str(max_length).lower() == "auto"
-        if not auto and int(max_length) < 1:  # type: ignore[arg-type]
+        if not auto and (not str(max_length).isdigit() or int(max_length) < 1):  # type: ignore[arg-type]
             raise ValueError(f"text.max_length must be a positive integer or 'auto', got {max_length!r}")
         from transformers import AutoModel, AutoTokenizer
 
