@@ -354,3 +354,25 @@ def test_an_interrupt_says_what_is_kept(tiny_dir: Path, tmp_path: Path, monkeypa
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].endswith("interrupted; 1 of 5 chunks are saved in "
                             f"{next(tmp_path.glob('*.parts'))} — the same command resumes from them")
+
+
+def test_a_concurrent_pass_that_finishes_first_is_used(tiny_dir: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two sweep jobs on the same data compute the same cache: when the other one finishes (and removes the partial
+    dir) while this one is still running, this one takes its result instead of failing."""
+    enc = encoder(tiny_dir)
+    kwargs = {"batch_size": 4, "progress": False, "chunk": 8}
+    real = feature_cache.encode_rows
+    other_done: list[np.ndarray] = []
+
+    def other_process_finishes_meanwhile(*args, **kw):
+        if not other_done:
+            other_done.append(np.zeros(0))  # only once: the nested pass below must not recurse
+            monkeypatch.setattr(feature_cache, "encode_rows", real)
+            other_done[0] = cached_text_features(enc, TEXTS, tmp_path, "d", **kwargs).numpy()
+        return real(*args, **kw)
+
+    monkeypatch.setattr(feature_cache, "encode_rows", other_process_finishes_meanwhile)
+    got = cached_text_features(enc, TEXTS, tmp_path, "d", **kwargs).numpy()
+    np.testing.assert_array_equal(got, other_done[0])
+    assert not list(tmp_path.glob("*.parts"))

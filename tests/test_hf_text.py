@@ -161,7 +161,10 @@ def test_feature_cache_computes_once(frozen: HFEncoder, tmp_path: Path, caplog: 
     caplog.set_level(logging.INFO, logger="mte.models.feature_cache")
     counter = _CallCounter(frozen.model)
     first = cached_text_features(frozen, TEXTS, tmp_path, data_key="d1", batch_size=2, progress=False)
-    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["text feature cache miss"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert [m.split(":")[0] for m in messages] == ["text feature cache miss", "text features (tiny-distilbert0, "
+                                                   "max_length 64)"]  # the miss, then the pass's rate
+    assert "5 reviews in" in messages[1] and "reviews/s" in messages[1]
     assert counter.calls == 3  # ceil(5 / 2) batches
     assert first.shape == (len(TEXTS), 32) and first.dtype == torch.float32
     # rows come back in input order despite the length-sorted batching

@@ -281,6 +281,14 @@ def cached_text_features(
         encoder.to(device)
     try:
         feats, stats = _compute_chunked(encoder, texts, key, parts, batch_size, chunk, bucketing, precision, progress)
+    except FileNotFoundError:
+        # Another process (a parallel sweep job on the same data) finished the same pass and removed the partial
+        # dir under us: its result is ours.
+        arr = _load(path, len(texts), encoder.out_dim) if path.exists() else None
+        if arr is None:
+            raise
+        log.info("text feature cache: another process finished the same pass first; using %s", path)
+        return torch.from_numpy(arr)
     finally:
         if device is not None:
             encoder.to(home)
