@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -98,7 +99,6 @@ def _load(path: Path, n: int, dim: int) -> np.ndarray | None:
         )
         return None
     return arr
-
 
 
 # ------------------------------------------------------------------------------------------- partial passes
@@ -183,6 +183,9 @@ def _compute_chunked(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """All features, chunk by chunk, each chunk saved as soon as it is done; resumes from saved chunks."""
     t0 = time.perf_counter()
+    desc = f"text features ({Path(encoder.pretrained).name}, max_length {encoder.max_length})"
+    if progress:
+        print(f"{desc}: tokenising {len(texts):,} reviews", file=sys.stderr, flush=True)
     ids = token_ids(encoder, texts)
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
     tokenise_s = time.perf_counter() - t0
@@ -194,7 +197,6 @@ def _compute_chunked(
     done = _open_parts(parts, plan, len(row_chunks), [len(r) for r in row_chunks], dim)
     work = pass_encoder(encoder, precision) if len(done) < len(row_chunks) else encoder
 
-    desc = f"text features ({Path(encoder.pretrained).name}, max_length {encoder.max_length})"
     meter = Progress(len(texts), total_work=float(lengths.sum()), desc=desc, unit="reviews", enabled=progress)
     for index in sorted(done):
         meter.skip(len(row_chunks[index]), float(lengths[row_chunks[index]].sum()))

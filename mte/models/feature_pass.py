@@ -34,14 +34,15 @@ from mte.models.text import HFEncoder, model_length_limit
 PRECISIONS = ("fp32", "bf16")
 
 
-def token_ids(encoder: HFEncoder, texts: Sequence[str]) -> list[list[int]]:
-    """Each text's ids (special tokens included, truncated at ``encoder.max_length``), unpadded."""
+def token_ids(encoder: HFEncoder, texts: Sequence[str]) -> list[np.ndarray]:
+    """Each text's ids (special tokens included, truncated at ``encoder.max_length``), unpadded, as int32 arrays:
+    ~6x less memory than Python lists of ints (~90k reviews × ~130 tokens: ~60 MB instead of ~400 MB)."""
     if not texts:
         return []
     enc = encoder.tokenizer(
         list(texts), truncation=True, max_length=encoder.max_length, padding=False, return_attention_mask=False
     )
-    return [list(ids) for ids in enc["input_ids"]]
+    return [np.asarray(ids, dtype=np.int32) for ids in enc["input_ids"]]
 
 
 def length_order(lengths: np.ndarray) -> np.ndarray:
@@ -50,13 +51,19 @@ def length_order(lengths: np.ndarray) -> np.ndarray:
     return np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
 
 
-def pad_batch(encoder: HFEncoder, ids: Sequence[Sequence[int]], to_max_length: bool = False) -> dict[str, torch.Tensor]:
-    """Pad id lists (the tokenizer's pad token and side) to the longest of them, or to ``max_length``."""
-    padding: Any = "max_length" if to_max_length else "longest"
-    enc = encoder.tokenizer.pad(
-        {"input_ids": [list(x) for x in ids]}, padding=padding, max_length=encoder.max_length, return_tensors="pt"
-    )
-    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+def pad_batch(encoder: HFEncoder, ids: Sequence[np.ndarray], to_max_length: bool = False) -> dict[str, torch.Tensor]:
+    """Pad id arrays with the tokenizer's pad token on its padding side, to the longest of them or to
+    ``max_length`` — the ``input_ids``/``attention_mask`` the tokenizer itself would return with ``padding=True``
+    (or ``"max_length"``)."""
+    width = encoder.max_length if to_max_length else max((len(x) for x in ids), default=0)
+    input_ids = np.full((len(ids), width), encoder.tokenizer.pad_token_id or 0, dtype=np.int64)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
+    left = getattr(encoder.tokenizer, "padding_side", "right") == "left"
+    for row, x in enumerate(ids):
+        cols = slice(width - len(x), width) if left else slice(0, len(x))
+        input_ids[row, cols] = x
+        mask[row, cols] = 1
+    return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
 
 
 def batches(rows: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
@@ -83,7 +90,7 @@ def pass_encoder(encoder: HFEncoder, precision: str) -> HFEncoder:
 
 def encode_rows(
     encoder: HFEncoder,
-    ids: Sequence[Sequence[int]],
+    ids: Sequence[np.ndarray],
     rows: np.ndarray,
     batch_size: int,
     bucketing: bool = True,
