@@ -107,7 +107,7 @@ def _load(path: Path, n: int, dim: int) -> np.ndarray | None:
 # plan.json also pins the texts' own digest, the chunking and the batching (so chunks are only ever combined with
 # chunks of the very same pass). Each chunk is written atomically; the final file is assembled from them.
 PLAN = "plan.json"
-DEFAULT_CHUNK = 1024  # reviews per chunk: what an interruption can lose (~30 s of a CPU pass)
+DEFAULT_CHUNK = 256  # reviews per chunk: what an interruption can lose (~10 s of MiniLM on 2 idle cores; ~0.4 MB)
 
 
 def texts_digest(texts: Sequence[str]) -> str:
