@@ -67,7 +67,8 @@ def synthetic_raw(session_tmp: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def processed_dir(synthetic_raw: Path, session_tmp: Path) -> Path:
-    """``synthetic_raw`` prepared with the default config (seed369 features, album split)."""
+    """``synthetic_raw`` prepared with seed369 features and an album split (160 albums: every split holds albums of
+    several genres), the vocabulary's defaults otherwise."""
     from mte.data.prepare import PrepareConfig, prepare
 
-    return prepare(synthetic_raw, PrepareConfig(), processed_dir=session_tmp / "processed-small")
+    return prepare(synthetic_raw, PrepareConfig(split="album"), processed_dir=session_tmp / "processed-small")

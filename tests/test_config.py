@@ -29,11 +29,13 @@ def test_every_option_composes(group, option):
 
 
 def test_defaults_are_the_best_recipe():
-    """Plain `python -m mte.train` runs experiment=best (tests/test_experiments.py checks its settings)."""
+    """Plain `python -m mte.train` runs experiment=best (tests/test_experiments.py checks its settings), on the
+    artist-disjoint split that recipes are chosen on."""
     cfg = _compose()
     assert list(cfg.tags) == ["best"] and cfg.optimized_metric == "val_best/t2a/R@10"
-    assert cfg.text.name == "bow" and cfg.audio.name == "mlp" and cfg.loss.name == "margin"
-    assert (cfg.data.features, cfg.data.standardize) == ("lowlevel_all", True)
+    assert cfg.text.name == "bow" and cfg.audio.name == "mlp" and cfg.loss.name == "infonce"
+    assert (cfg.data.features, cfg.data.standardize, cfg.data.split) == ("lowlevel_all", True, "artist")
+    assert cfg.data.vocab.min_albums == 25
     assert cfg.model.scheduler.name == "cosine" and cfg.audio.dropout > 0 and cfg.model.text_dropout > 0
 
 
@@ -94,11 +96,15 @@ BAD_SETTINGS = [
     ("model.hidden_dim=0", "model.hidden_dim=0"),
     ("data.batch_size=0", "data.batch_size=0"),
     ("data.batch_size=1", "in-batch negatives"),
-    ("data.batch_size=33", "must be even"),  # experiment=best uses sampler=neighborhood
     ("trainer.max_epochs=0", "at least 1 epoch"),
     ("trainer.max_epochs=-1", "at least 1 epoch"),  # -1 = endless unless max_steps bounds it
     ("data.features=mfcc", "seed169, seed369, lowlevel_all"),
     ("ckpt_path=/no/such/run/last.ckpt", "does not exist"),
+    ("sampler=neighborhood", "loss=infonce has no neighbourhood terms"),  # the default loss is InfoNCE
+]
+# the same checks on the margin recipe, whose sampler and loss terms come together (experiment=best_margin)
+BAD_MARGIN_SETTINGS = [
+    ("data.batch_size=33", "must be even"),  # sampler=neighborhood puts reviews in pairs
     ("sampler=random", "sampler=neighborhood or loss.neighborhood=false"),  # terms without the sampler
     ("loss.neighborhood=false", "loss.neighborhood=true or sampler=random"),  # sampler without the terms
     ("loss=infonce", "loss=infonce has no neighbourhood terms"),
@@ -110,15 +116,19 @@ def test_the_default_run_passes_the_checks():
     from mte.train.checks import check_settings
 
     check_settings(_compose())  # so in the cases below the override alone is what fails
+    check_settings(_compose("experiment=best_margin"))
 
 
-@pytest.mark.parametrize(("override", "words"), BAD_SETTINGS)
-def test_bad_settings_are_one_line_errors(override, words):
+@pytest.mark.parametrize(
+    ("base", "override", "words"),
+    [(None, *case) for case in BAD_SETTINGS] + [("experiment=best_margin", *case) for case in BAD_MARGIN_SETTINGS],
+)
+def test_bad_settings_are_one_line_errors(base, override, words):
     from mte.cli import UserError
     from mte.train.checks import check_settings
 
     with pytest.raises(UserError, match=re.escape(words)) as info:
-        check_settings(_compose(override))
+        check_settings(_compose(*[o for o in (base, override) if o]))
     assert "\n" not in str(info.value)
 
 
@@ -129,7 +139,7 @@ def test_paper_rows_reject_the_sampler_without_the_terms_unless_asked_by_name():
         check_settings(_compose("experiment=paper/nonlinear_bidirectional", "sampler=neighborhood"))
     check_settings(_compose("experiment=paper/nonlinear_bidirectional", "sampler=neighborhood",
                             "allow_neighborhood_mismatch=true"))
-    check_settings(_compose("sampler=random", "allow_neighborhood_mismatch=true"))
+    check_settings(_compose("experiment=best_margin", "sampler=random", "allow_neighborhood_mismatch=true"))
 
 
 def test_valid_edges_pass(tmp_path):

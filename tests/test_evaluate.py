@@ -328,8 +328,8 @@ def _train(run_dir: Path, raw: Path, processed: Path, *overrides: str) -> dict:
         cfg = compose("train", overrides=[
             "data=mard", f"data.raw_dir={raw}", f"data.processed_dir={processed}", "data.batch_size=32",
             "trainer.max_epochs=2", "logger=none", f"paths.output_dir={run_dir}", "callbacks.projector=null",
-            # the shared processed_dir fixture is seed369: keep it (the default recipe uses lowlevel_all)
-            "data.features=seed369",
+            # the shared processed_dir fixture: seed369, album split, every word (the default recipe differs)
+            "data.features=seed369", "data.split=album", "data.vocab.min_albums=1",
             *overrides,
         ])
     run(cfg)

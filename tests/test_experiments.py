@@ -37,6 +37,7 @@ def _assert_published_setup(cfg) -> None:
     assert (cfg.data.features, cfg.data.standardize, cfg.data.split) == ("seed169", False, "paper")
     assert cfg.data.batch_size == 128
     assert (cfg.data.vocab.size, cfg.data.vocab.remove_stopwords, cfg.data.vocab.max_length) == (30000, True, 400)
+    assert (cfg.data.vocab.min_freq, cfg.data.vocab.min_albums) == (2, 1)
     assert (cfg.model.embed_dim, cfg.model.hidden_dim) == (128, 256)
     assert not cfg.audio.batch_norm and cfg.audio.dropout == 0
     assert not cfg.model.text_batch_norm and cfg.model.text_dropout == 0
@@ -95,26 +96,40 @@ def test_best_is_the_default_and_standardises():
     default, best = _compose(), _compose("experiment=best")
     assert default == best
     assert list(best.tags) == ["best"] and best.data.standardize and best.data.features == "lowlevel_all"
-    assert best.loss.name == "margin" and best.sampler.name == "neighborhood" and best.loss.neighborhood
+    assert best.loss.name == "infonce" and best.sampler.name == "random" and best.data.vocab.min_albums == 25
     assert best.model.scheduler.name == "cosine" and best.trainer.max_epochs == 20
 
 
-def test_best_infonce_swaps_only_the_loss_sampler_and_lr():
+def test_best_infonce_is_best_without_the_vocabulary_filter():
     best, infonce = _compose("experiment=best"), _compose("experiment=best_infonce")
-    assert infonce.loss.name == "infonce" and infonce.sampler.name == "random"
-    assert infonce.model.optimizer.lr == pytest.approx(3e-3)
-    for key in ("data", "text", "audio"):
-        assert infonce[key] == best[key]
-    assert infonce.model.scheduler == best.model.scheduler
-    assert infonce.model.text_dropout == best.model.text_dropout
+    assert list(infonce.tags) == ["best_infonce"] and infonce.data.vocab.min_albums == 1
+    infonce.data.vocab.min_albums = best.data.vocab.min_albums
+    infonce.tags = best.tags
+    assert infonce == best  # the filter is the one difference
 
 
-def test_best_infonce_leaves_the_loss_switchable():
-    """best_infonce sets no loss keys, so loss=margin on top of it is a valid margin loss (no foreign keys)."""
+def test_best_margin_swaps_the_loss_sampler_and_lr():
+    best, margin = _compose("experiment=best"), _compose("experiment=best_margin")
+    assert margin.loss.name == "margin" and margin.sampler.name == "neighborhood" and margin.loss.neighborhood
+    assert margin.model.optimizer.lr == pytest.approx(1e-3) and margin.data.vocab.min_albums == 1
+    for key in ("text", "audio"):
+        assert margin[key] == best[key]
+    assert (margin.data.features, margin.data.standardize) == (best.data.features, best.data.standardize)
+    assert margin.model.scheduler == best.model.scheduler
+    assert margin.model.text_dropout == best.model.text_dropout
+
+
+@pytest.mark.parametrize("experiment", ["best", "best_infonce"])
+def test_the_recipes_leave_the_loss_switchable(experiment):
+    """best sets no loss keys, so loss=margin or loss=sigmoid on top of it is a valid loss (no foreign keys), and the
+    README's `text=distilbert loss.bidirectional=false` and `loss.margin=…` sweeps mean what they say."""
     from mte.models.module import build_loss
 
-    for loss in ("margin", "infonce"):
-        build_loss(dict(_compose("experiment=best_infonce", f"loss={loss}").loss))
+    for loss in ("margin", "infonce", "sigmoid"):
+        build_loss(dict(_compose(f"experiment={experiment}", f"loss={loss}").loss))
+    cfg = _compose(f"experiment={experiment}", "loss.bidirectional=false", "loss.margin=0.2")
+    assert (cfg.loss.name, cfg.loss.bidirectional, cfg.loss.margin) == ("infonce", False, 0.2)
+    build_loss(dict(cfg.loss))
 
 
 def test_standardize_false_feeds_raw_features(processed_dir):
@@ -173,17 +188,9 @@ def test_every_shipped_experiment_passes_the_config_checks():
     `experiment=…` never meets the pre-flight errors of mte/train/checks.py. One Hydra context for all: fast."""
     from mte.train.checks import check_settings
 
-    assert len(SHIPPED) >= 10  # best, best_infonce, neighborhood and the paper rows: the glob found them
+    assert len(SHIPPED) >= 10  # best, best_margin, best_infonce, neighborhood and the paper rows: the glob found them
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for experiment in SHIPPED:
             cfg = compose("train", overrides=[f"experiment={experiment}"])
             assert cfg.tags[0].endswith(experiment.split("/")[-1]), experiment  # really that recipe
             check_settings(cfg)
-
-
-def test_transfer_is_best_infonce_with_a_vocabulary_of_shared_words():
-    transfer, infonce = _compose("experiment=transfer"), _compose("experiment=best_infonce")
-    assert list(transfer.tags) == ["transfer"] and transfer.data.vocab.min_albums == 25
-    assert infonce.data.vocab.min_albums == 1  # the filter is the one difference
-    for key in ("loss", "sampler", "model", "text", "audio", "trainer"):
-        assert transfer[key] == infonce[key]

@@ -123,6 +123,34 @@ def test_tokens_respect_vocab(data: ProcessedData) -> None:
     assert row["tokens"] == v.encode(row["summary"] + "\n" + row["text"])
 
 
+def test_min_artists_keeps_words_of_enough_artists(raw: Path, tmp_path: Path, data: ProcessedData) -> None:
+    """Every word of a min_artists=3 vocabulary is in the training-side reviews of 3 artists (grouped as the
+    artist split groups them), and the filter removes words the plain vocabulary keeps."""
+    import polars as pl
+
+    from mte.data.splits import artist_groups
+    from mte.data.text import split_words, word_splitter
+
+    cfg = PrepareConfig(split="artist", vocab=VocabConfig(min_artists=3), workers=1)
+    filtered = ProcessedData.load(prepare(raw, cfg, processed_dir=tmp_path / "p", verbose=False))
+    albums = filtered.albums
+    groups = artist_groups({a: (m, n) for a, m, n in albums.select("amazon_id", "artist_mbid", "artist").iter_rows()})
+    artist_of = {aid: i for i, group in enumerate(groups) for aid in group}
+    reviews = filtered.reviews.filter(~(pl.col("split").is_in(["val", "test"]).fill_null(False)))  # unpaired too
+    words = split_words(reviews["summary"] + "\n" + reviews["text"], word_splitter(True))  # untruncated
+    spread = (
+        pl.DataFrame({"word": words, "artist": reviews["amazon_id"].replace_strict(artist_of, default=None)})
+        .explode("word")
+        .group_by("word")
+        .agg(pl.col("artist").n_unique())
+    )
+    artists_of_word = dict(spread.iter_rows())
+    vocab = filtered.vocabulary()
+    kept = [vocab.tokenizer.id_to_token(i) for i in range(2, vocab.size)]  # [PAD], [UNK] first; stop words after
+    assert kept and all(artists_of_word[w] >= 3 for w in kept)
+    assert vocab.size < data.vocabulary().size
+
+
 # ------------------------------------------------------------------------------------------------- splits
 def test_splits_never_share_an_album(data: ProcessedData) -> None:
     splits = json.loads((data.root / "splits.json").read_text())

@@ -436,7 +436,8 @@ def test_paper_code_quirks_switch_one_at_a_time():
     cfg = _compose("experiment=paper_code/neighborhood", "loss.published_overwrite=false", "data.split=artist")
     assert not cfg.loss.published_overwrite and cfg.data.split == "artist"
     assert cfg.loss.negative_sampling == "permutation" and cfg.text.pooling == "padded_mean"
-    assert _compose().loss.published_overwrite is False  # the default recipe keeps the described loss
+    assert _compose("experiment=best_margin").loss.published_overwrite is False  # the margin recipe: as described
+    assert "published_overwrite" not in _compose().loss  # the default recipe's InfoNCE has no published quirks
 
 
 @pytest.mark.slow

@@ -45,7 +45,7 @@ def tiny_checkpoint(session_tmp: Path, raw: Path, processed: Path) -> Path:
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[
             "data=mard", f"data.raw_dir={raw}", f"data.processed_dir={processed}", "data.features=seed369",
-            "data.batch_size=32",
+            "data.split=album", "data.vocab.min_albums=1", "data.batch_size=32",  # the shared fixture's settings
             "trainer.max_epochs=2", "logger=none", f"paths.output_dir={run_dir}", "callbacks.projector=null",
             "test=false",
         ])

@@ -189,7 +189,8 @@ def test_prepared_artist_split_keeps_each_artist_in_one_split(
     sizes = [len(d.split_albums(s)) for s in SPLITS]
     assert abs(sizes[0] / sum(sizes) - 0.8) < 0.1 and min(sizes) > 0
     # the same album split, by contrast, lets artists straddle (what the artist split exists to prevent)
-    album = ProcessedData.load(prepare(raw, PrepareConfig(workers=1), processed_dir=tmp_path / "b", verbose=False))
+    album_config = PrepareConfig(split="album", workers=1)
+    album = ProcessedData.load(prepare(raw, album_config, processed_dir=tmp_path / "b", verbose=False))
     straddle: dict[str, set[str]] = {}
     for row in album.albums.filter(pl.col("split").is_not_null()).iter_rows(named=True):
         if row["amazon_id"] in truth:

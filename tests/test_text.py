@@ -157,3 +157,23 @@ def test_min_albums_keeps_only_words_spread_over_enough_albums():
     assert plain.tokenizer.token_to_id("zorblax") is not None
     with pytest.raises(ValueError, match="album id"):
         Vocabulary.build_from_words(words, VocabConfig(min_albums=2), stopwords=[])
+
+
+def test_min_artists_counts_an_artists_albums_once():
+    """A prolific artist's name is in the reviews of many albums, all by one artist: min_albums keeps it,
+    min_artists does not; words that reviews of several artists use stay."""
+    import polars as pl
+
+    texts = ["zorblax great", "zorblax groove", "zorblax great", "great groove", "groove"]
+    albums = pl.Series(["A1", "A2", "A3", "B1", "C1"])
+    artists = pl.Series(["X", "X", "X", "Y", "Z"])
+    words = split_words(texts, word_splitter(True))
+
+    def kept(cfg: VocabConfig) -> set[str]:
+        v = Vocabulary.build_from_words(words, cfg, stopwords=[], albums=albums, artists=artists)
+        return {w for w in ("zorblax", "great", "groove") if v.tokenizer.token_to_id(w) is not None}
+
+    assert kept(VocabConfig(min_freq=1, min_albums=3)) == {"zorblax", "great", "groove"}
+    assert kept(VocabConfig(min_freq=1, min_artists=2)) == {"great", "groove"}
+    with pytest.raises(ValueError, match="artist key"):
+        Vocabulary.build_from_words(words, VocabConfig(min_artists=2), stopwords=[], albums=albums)

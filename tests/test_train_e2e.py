@@ -42,7 +42,8 @@ def metrics_of(run_dir: Path) -> dict[str, float]:
          "not in the local HF cache and no network — pass text.pretrained=<local dir>"),
         # used to exit 0 and write an untrained model's test metrics as the run's result
         (["trainer.max_epochs=0"], "error: trainer.max_epochs=0: a training run needs at least 1 epoch"),
-        (["sampler=random"], "error: loss.neighborhood=true needs same-album pairs in each batch"),
+        (["sampler=neighborhood"], "error: sampler=neighborhood pairs every review with another of its album, but "
+         "loss=infonce has no neighbourhood terms"),
     ],
 )
 def test_user_errors_are_one_line_exit_2_before_anything_runs(tmp_path, args, message):

@@ -88,7 +88,7 @@ def build(
                                                               all_test=ref is not None)
     stages.done("join_split")
     if ref is None:
-        reviews, vocab = _tokenise(reviews, words, config)
+        reviews, vocab = _tokenise(reviews, words, config, albums)
     else:
         from mte.data.text import Vocabulary
 
@@ -468,19 +468,42 @@ def _review_words(reviews: pl.DataFrame, config: PrepareConfig) -> pl.Series:
     return split_words(texts, word_splitter(config.vocab.lowercase))
 
 
-def _tokenise(reviews: pl.DataFrame, words: pl.Series, config: PrepareConfig) -> tuple[pl.DataFrame, Any]:
+def _tokenise(
+    reviews: pl.DataFrame, words: pl.Series, config: PrepareConfig, albums: pl.DataFrame
+) -> tuple[pl.DataFrame, Any]:
     """Build the vocabulary on every review outside val/test and encode all reviews (``words`` row-aligned).
 
     Why not train-only: unpaired reviews (most of MARD) are never evaluated, and their words make the vocabulary
-    richer; val/test reviews are left out so no held-out text shapes the vocabulary.
+    richer; val/test reviews are left out so no held-out text shapes the vocabulary. ``albums`` (every album's
+    artist MBID and name) gives each review its artist for ``vocab.min_artists``.
     """
     from mte.data.text import Vocabulary
 
     held_out = reviews["split"].is_in(["val", "test"]).fill_null(False)
+    artists = _artist_keys(reviews["amazon_id"], albums) if config.vocab.min_artists > 1 else None
     vocab = Vocabulary.build_from_words(words.filter(~held_out), config.vocab,
-                                        albums=reviews["amazon_id"].filter(~held_out))
+                                        albums=reviews["amazon_id"].filter(~held_out),
+                                        artists=artists.filter(~held_out) if artists is not None else None)
     tokens = vocab.encode_words(words)
     return reviews.with_columns(tokens.alias("tokens")), vocab
+
+
+def _artist_keys(album_ids: pl.Series, albums: pl.DataFrame) -> pl.Series:
+    """Each row's artist: the index of its album's group under :func:`mte.data.splits.artist_groups` (the grouping
+    the artist split uses: a shared MBID or normalised name links albums); an album not in ``albums`` is its own."""
+    import polars as pl
+
+    from mte.data.splits import artist_groups
+
+    rows = albums.select("amazon_id", "artist_mbid", "artist").iter_rows()
+    groups = artist_groups({aid: (mbid, name) for aid, mbid, name in rows})
+    group_of = pl.DataFrame(
+        {"amazon_id": [aid for group in groups for aid in group],
+         "artist": [i for i, group in enumerate(groups) for _ in group]},
+        schema={"amazon_id": pl.String, "artist": pl.Int64},
+    )
+    rows = album_ids.to_frame("amazon_id").join(group_of, on="amazon_id", how="left", maintain_order="left")
+    return rows.select(pl.coalesce(pl.col("artist").cast(pl.String), "album:" + pl.col("amazon_id")))["artist"]
 
 
 def _feature_stats(matrix: np.ndarray, train_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:

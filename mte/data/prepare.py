@@ -76,7 +76,7 @@ class PrepareConfig:
     """Everything that changes the processed dir (except ``workers``, which only changes how fast it is built)."""
 
     features: str = "seed369"
-    split: str = "album"
+    split: str = "artist"  # as conf/data/mard.yaml: figures on artists the model never saw
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = 0
     text_fields: tuple[str, ...] = ("summary", "reviewText")
@@ -117,9 +117,10 @@ class PrepareConfig:
             raise PrepareConfigError(f"data.text_fields must be a non-empty subset of {list(TEXT_FIELDS)}, "
                                      f"got {list(self.text_fields)}")
         vocab = self.vocab
-        if vocab.size < 2 or vocab.max_length < 0 or vocab.min_freq < 0 or vocab.min_albums < 1:
+        if vocab.size < 2 or vocab.max_length < 0 or vocab.min_freq < 0 or vocab.min_albums < 1 \
+                or vocab.min_artists < 1:
             raise PrepareConfigError(f"bad data.vocab {asdict(vocab)}: size >= 2, max_length >= 0, "
-                                     f"min_freq >= 0, min_albums >= 1")
+                                     f"min_freq >= 0, min_albums >= 1, min_artists >= 1")
 
     def key_dict(self) -> dict[str, Any]:
         """The config as it enters the cache key: JSON-able, ``workers`` left out."""

@@ -56,6 +56,9 @@ class VocabConfig:
     # words used in the reviews of fewer albums map to [UNK]: names (artists, titles, members) live in one artist's
     # reviews, and a model that learns them memorises the training catalogue instead of how music is described
     min_albums: int = 1
+    # the same, counted in artists (one artist's albums count once): a name of an artist with many albums passes a
+    # min_albums filter, but not this one; 1 = off
+    min_artists: int = 1
     lowercase: bool = True
     remove_stopwords: bool = True
     max_length: int = 400  # tokens kept per text, counted after stop-word removal
@@ -139,6 +142,24 @@ def _lowercases(tokenizer: Tokenizer) -> bool:
     return any(step.get("type") == "Lowercase" for step in steps)
 
 
+def _words_in_texts_of(words: pl.Series, keys: pl.Series | None, minimum: int, what: str) -> pl.DataFrame:
+    """The words (column ``word``) used in the texts of at least ``minimum`` distinct ``keys`` (albums, artists);
+    ``what`` names a key ("album id") for the error."""
+    import polars as pl
+
+    if keys is None or len(keys) != len(words):
+        raise ValueError(f"vocab.min_{what.split()[0]}s needs each text's {what} (row-aligned with the texts)")
+    return (
+        pl.DataFrame({"word": words, "key": keys})
+        .explode("word")
+        .drop_nulls("word")
+        .group_by("word")
+        .agg(pl.col("key").n_unique().alias("n"))
+        .filter(pl.col("n") >= minimum)
+        .select("word")
+    )
+
+
 class Vocabulary:
     """A WordLevel tokenizer + stop-word removal + truncation; builds, encodes, saves and loads."""
 
@@ -165,11 +186,12 @@ class Vocabulary:
         cfg: VocabConfig,
         stopwords: Sequence[str] | None = None,
         albums: pl.Series | None = None,
+        artists: pl.Series | None = None,
     ) -> Vocabulary:
         """Like :meth:`build`, from :func:`split_words` output (prepare splits the reviews once for both steps).
 
-        ``albums`` (each text's album id, row-aligned) is needed when ``cfg.min_albums > 1``: a word must then occur
-        in the texts of at least that many albums."""
+        ``albums`` / ``artists`` (each text's album id / artist key, row-aligned) are needed when ``cfg.min_albums``
+        / ``cfg.min_artists`` > 1: a word must then occur in the texts of at least that many albums / artists."""
         import polars as pl
 
         if cfg.size < 2:
@@ -179,18 +201,9 @@ class Vocabulary:
         stop = _stop_forms(stopwords if stopwords is not None else load_stopwords(), cfg.lowercase)
         stop = stop if cfg.remove_stopwords else []
         counts = words.explode().drop_nulls().to_frame("word").group_by("word").len()
-        if cfg.min_albums > 1:
-            if albums is None or len(albums) != len(words):
-                raise ValueError("vocab.min_albums needs each text's album id (row-aligned with the texts)")
-            spread = (
-                pl.DataFrame({"word": words, "album": albums})
-                .explode("word")
-                .drop_nulls("word")
-                .group_by("word")
-                .agg(pl.col("album").n_unique().alias("albums"))
-                .filter(pl.col("albums") >= cfg.min_albums)
-            )
-            counts = counts.join(spread.select("word"), on="word", how="semi")
+        for what, minimum, keys in (("album id", cfg.min_albums, albums), ("artist key", cfg.min_artists, artists)):
+            if minimum > 1:
+                counts = counts.join(_words_in_texts_of(words, keys, minimum, what), on="word", how="semi")
         counts = (
             counts.filter(pl.col("len") >= max(1, cfg.min_freq))
             .filter(~pl.col("word").is_in([*stop, PAD_TOKEN, UNK_TOKEN]))
