@@ -137,12 +137,18 @@ ALBUMS_NOTE = (
 )
 
 
+SPLIT_ORDER = ("published", "paper", "album", "artist")
+"""Paper runs by split: the published code's leaky split first, then album splits, then unseen artists."""
+
+
 def paper_runs(runs: Sequence[Run]) -> list[Run]:
     """The runs reproducing a Table 1 row, in the paper's row order, as-described before as-run, then by split."""
     order = {row: i for i, row in enumerate(PAPER_TABLE1)}
     variants = {v: i for i, v in enumerate(PAPER_VARIANTS.values())}
+    splits = {split: i for i, split in enumerate(SPLIT_ORDER)}
     rows = [r for r in runs if r.paper_row]
-    return sorted(rows, key=lambda r: (order[r.paper_row], variants[r.paper_variant], str(r.split), r.name))
+    return sorted(rows, key=lambda r: (order[r.paper_row], variants[r.paper_variant],
+                                       splits.get(str(r.split), len(splits)), str(r.split), r.name))
 
 
 def paper_table(runs: Sequence[Run], split: str = PAPER_SPLIT) -> str:
