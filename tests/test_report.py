@@ -389,3 +389,19 @@ def test_paper_code_rows_seed_protocol_and_leaky_runs(tmp_path, capsys):
 def test_no_paper_rows_no_paper_section(sweep):
     text = build_report(sweep, embedding_map=False).markdown.read_text()
     assert "Table 1 of the paper" not in text and "featurs.csv" not in text and "· seed" not in text
+
+
+def test_paper_runs_ordered_by_split_within_a_row(tmp_path):
+    """Within a Table 1 row: as described before as run, then the leaky published split, the album splits, artists."""
+    root = tmp_path / "multirun"
+    jobs = [("paper_code/neighborhood", "published"), ("paper/neighborhood", "artist"),
+            ("paper/neighborhood", "published"), ("paper/neighborhood", "paper")]
+    for num, (experiment, split) in enumerate(jobs):
+        write_job(root / str(num), [f"experiment={experiment}", f"data.split={split}"], 20.0, split=split)
+    rows = list(paper_rows(build_report(root, embedding_map=False).markdown.read_text()))
+    assert rows == [
+        "experiment=paper/neighborhood, data.split=published",
+        "experiment=paper/neighborhood, data.split=paper",
+        "experiment=paper/neighborhood, data.split=artist",
+        "experiment=paper_code/neighborhood, data.split=published",
+    ]
