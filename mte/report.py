@@ -3,10 +3,12 @@
 ``DIR`` is a multirun dir (``outputs/multirun/<date>/<time>``), a single run dir, or any folder holding runs: every
 ``metrics.json`` below it of kind ``run`` or ``baseline`` is a run, and each ``python -m mte.evaluate`` result
 (``<run>/eval/*/metrics.json``, kind ``evaluation``) is listed under the run it evaluated. Writes ``report.md``
-(test metrics with 95% intervals for both directions, the paper's Table 1 beside paper rows, a grid for two-
-parameter sweeps) and PNG figures into ``out`` (default ``DIR/report``). Options are ``key=value`` like Hydra's, so
-the command reads like ``python -m mte.train``; this entry point stays plain argparse because it composes no config
-and should start in a second (torch and the model code load only for the embedding map).
+(test metrics with 95% intervals for both directions; Table 1 of the paper beside ``paper/<row>`` and
+``paper_code/<row>`` runs under the paper's protocol, from ``<run>/eval/test-seed/`` or with the ``mte.evaluate``
+command that writes it; leaky runs marked; a grid for two-parameter sweeps) and PNG figures into ``out`` (default
+``DIR/report``). Options are ``key=value`` like Hydra's, so the command reads like ``python -m mte.train``; this entry
+point stays plain argparse because it composes no config and should start in a second (torch and the model code load
+only for the embedding map).
 
 Examples::
 

@@ -42,13 +42,23 @@ def fake_metrics(base: float) -> dict[str, float]:
     return metrics
 
 
-def write_job(job: Path, overrides: list[str], base: float, tags: list[str] | None = None, choices=None) -> Path:
+def write_job(
+    job: Path,
+    overrides: list[str],
+    base: float,
+    tags: list[str] | None = None,
+    choices=None,
+    split: str | None = None,
+    processed_dir: str = "/nonexistent",
+) -> Path:
     """A finished job dir: metrics.json as mte.train.run wrote it before results had a kind (an old run must still
-    read as a run) and .hydra/ as Hydra writes it."""
+    read as a run) and .hydra/ as Hydra writes it (``split``: the composed ``data.split``)."""
     hydra_dir = job / ".hydra"
     hydra_dir.mkdir(parents=True)
     OmegaConf.save(OmegaConf.create(overrides), hydra_dir / "overrides.yaml")
     config = {"seed": 0, "tags": tags or [], "optimized_metric": "val_best/t2a/R@10", "loss": {"margin": 0.05}}
+    if split is not None:
+        config["data"] = {"split": split}
     OmegaConf.save(OmegaConf.create(config), hydra_dir / "config.yaml")
     hydra = {
         "hydra": {"runtime": {"choices": {"experiment": None, **(choices or {})}}, "overrides": {"task": overrides}}
@@ -59,7 +69,7 @@ def write_job(job: Path, overrides: list[str], base: float, tags: list[str] | No
         "best_checkpoint": str(job / "checkpoints" / "best.ckpt"),  # not there: no embedding map
         "last_checkpoint": "",
         "epochs": 3,
-        "processed_dir": "/nonexistent",
+        "processed_dir": processed_dir,
         "tags": tags or [],
     }
     (job / "metrics.json").write_text(json.dumps(payload))
@@ -137,13 +147,15 @@ def test_paper_rows_get_the_papers_numbers(tmp_path):
     # a run that names the row only through its tag (an experiment launched under another name)
     write_job(root / "2", ["experiment=mine"], 30.0, tags=["paper/lstm"], choices={"experiment": "mine"})
     text = build_report(root, out=tmp_path / "out").markdown.read_text()
-    t2a = text.split("## Review → audio (t2a), test")[1].split("## Audio")[0]
-    assert "paper R@1 / R@5 / R@10" in t2a
-    assert "19.95 / 31.3 / 39.2 (+ neighbourhood sampling)" in t2a
-    assert "2.54 / 6.9 / 9.74 (CCA)" in t2a
-    assert "9.6 / 17.34 / 22.39 (+ LSTM)" in t2a
-    a2t = text.split("## Audio → reviews (a2t), test")[1]
-    assert "paper R@1" not in a2t  # the paper reported review → audio only
+    paper = text.split("## Table 1 of the paper beside these runs")[1].split("\n## ")[0]
+    rows = [line for line in paper.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    # Table 1's order (LSTM before neighbourhood before CCA), each with the paper's three numbers
+    assert [row.split(" | ")[0] for row in rows] == ["| + LSTM", "| + neighbourhood sampling", "| CCA"]
+    assert rows[0].endswith("| 9.60 / 17.34 / 22.39 |") and rows[2].endswith("| 2.54 / 6.90 / 9.74 |")
+    assert "| as described |" in rows[1] and "19.95 / 31.30 / 39.20" in rows[1]
+    # the album-protocol tables no longer set the paper (another protocol) beside our numbers
+    t2a = text.split("## Review → audio (t2a), test, album protocol")[1].split("## Audio")[0]
+    assert "paper R@1" not in t2a and "19.95" not in t2a and "(CCA)" not in t2a
     assert set(PAPER_TABLE1) == {
         "nonlinear",
         "linear_bidirectional",
@@ -299,3 +311,97 @@ def test_results_kind_of_old_and_new_files(tmp_path):
         write_results(tmp_path / "b.json", "sweep", {})
     (tmp_path / "c.json").write_text('{"metrics": 3}')
     assert read_results(tmp_path / "c.json") is None
+
+
+def write_manifest(processed: Path, leaky: bool) -> Path:
+    """A processed dir's manifest.json with the fields prepare writes for data.split=published (``leaky``,
+    ``leak``) and the split counts the report reads."""
+    processed.mkdir(parents=True)
+    manifest = {"format": "mte-processed", "counts": {"test_albums": 118, "val_albums": 116}}
+    if leaky:
+        manifest.update(leaky=True, leak={"albums_train_test": 71, "albums_train_val": 72, "albums_val_test": 15})
+    (processed / "manifest.json").write_text(json.dumps(manifest))
+    return processed
+
+
+def paper_rows(text: str) -> dict[str, str]:
+    """The paper section's table rows keyed by their run cell."""
+    section = text.split("## Table 1 of the paper beside these runs")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    return {row.split(" | ")[1]: row for row in rows}
+
+
+def test_paper_code_rows_seed_protocol_and_leaky_runs(tmp_path, capsys):
+    """As-run rows (paper_code/<row>) are matched to the paper's rows; the paper is compared under its own protocol
+    (seed), read from <run>/eval/test-seed when it exists, else the command that writes it is given; leaky runs are
+    marked, from their processed dir's manifest or, when it is gone, from data.split=published."""
+    root = tmp_path / "multirun"
+    leaky_dir = str(write_manifest(tmp_path / "processed" / "leaky", leaky=True))
+    clean_dir = str(write_manifest(tmp_path / "processed" / "clean", leaky=False))
+    as_run = write_job(root / "0", ["experiment=paper_code/neighborhood", "data.split=published"], 40.0,
+                       split="published", processed_dir=leaky_dir)
+    write_evaluation(as_run, "test-seed", 48.0, protocol="seed")
+    write_evaluation(as_run, "test-album", 40.0)  # another protocol: not the paper's column
+    described = write_job(root / "1", ["experiment=paper/neighborhood", "data.split=artist"], 20.0,
+                          split="artist", processed_dir=clean_dir)
+    gone = write_job(root / "2", ["experiment=paper_code/nonlinear", "data.split=published"], 12.0,
+                     split="published")  # its processed dir (/nonexistent) was cleaned away
+    assert main([str(root), f"out={tmp_path / 'out'}", "map=false"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 2 paper run(s) without a seed-protocol evaluation" in err
+    text = (tmp_path / "out" / "report.md").read_text()
+    rows = paper_rows(text)
+    assert set(rows) == {
+        "experiment=paper_code/neighborhood, data.split=published",
+        "experiment=paper/neighborhood, data.split=artist",
+        "experiment=paper_code/nonlinear, data.split=published",
+    }
+    # every column names its protocol
+    assert "| R@1 · seed | R@5 · seed | R@10 · seed | R@1 · album | R@10 · album |" in text
+    assert "paper R@1 / R@5 / R@10 · published protocol |" in text
+    run_row = rows["experiment=paper_code/neighborhood, data.split=published"]
+    # seed protocol from eval/test-seed (base 48: R@1 = 11.5 [10.25, 13.0]), album R@1 from the run (base 40: 9.5)
+    assert "| + neighbourhood sampling | experiment=paper_code/neighborhood, data.split=published | as run |" in run_row
+    assert "| published, **leaky** | 11.50 [10.25, 13.00] | 23.50 [22.25, 25.00] | 47.50 [46.25, 49.00] |" in run_row
+    assert "| 9.50 [8.25, 11.00] | 39.50 [38.25, 41.00] | 19.95 / 31.30 / 39.20 |" in run_row
+    described_row = rows["experiment=paper/neighborhood, data.split=artist"]
+    assert "| as described | artist | — (no seed evaluation) | — | — |" in described_row
+    assert "| as run | published, **leaky** | — (no seed evaluation) |" in rows[
+        "experiment=paper_code/nonlinear, data.split=published"]
+    assert rows["experiment=paper_code/nonlinear, data.split=published"].startswith("| non-linear |")
+    # the commands that produce the missing evaluations, for exactly the two runs without one
+    commands = [line for line in text.splitlines() if line.startswith("python -m mte.evaluate ")]
+    assert commands == [  # in Table 1's order: non-linear before neighbourhood
+        f"python -m mte.evaluate ckpt_path={gone / 'checkpoints' / 'best.ckpt'} protocol=seed",
+        f"python -m mte.evaluate ckpt_path={described / 'checkpoints' / 'best.ckpt'} protocol=seed",
+    ]
+    # leak sizes from the manifest; the run whose manifest is gone is leaky with its size unknown
+    assert "71 of 118 test albums (60%) also in train; 72 of 116 val albums (62%) also in train" in text
+    assert "data.split=published; its manifest is gone, so the size is unknown" in text
+    t2a = text.split("## Review → audio (t2a), test, album protocol")[1].split("\n## ")[0]
+    assert "| experiment=paper_code/neighborhood, data.split=published ⚠ leaky split |" in t2a
+    assert "| experiment=paper/neighborhood, data.split=artist |" in t2a  # not leaky: not marked
+    # the paper's dev set is described as what it was, and the ALBUMS caveat is there
+    assert "held-out 10%" not in text and "held out 10%" not in text
+    assert "*dev set*, not an album-held-out set" in text and "`pre_processed_data/featurs.csv`" in text
+
+
+def test_no_paper_rows_no_paper_section(sweep):
+    text = build_report(sweep, embedding_map=False).markdown.read_text()
+    assert "Table 1 of the paper" not in text and "featurs.csv" not in text and "· seed" not in text
+
+
+def test_paper_runs_ordered_by_split_within_a_row(tmp_path):
+    """Within a Table 1 row: as described before as run, then the leaky published split, the album splits, artists."""
+    root = tmp_path / "multirun"
+    jobs = [("paper_code/neighborhood", "published"), ("paper/neighborhood", "artist"),
+            ("paper/neighborhood", "published"), ("paper/neighborhood", "paper")]
+    for num, (experiment, split) in enumerate(jobs):
+        write_job(root / str(num), [f"experiment={experiment}", f"data.split={split}"], 20.0, split=split)
+    rows = list(paper_rows(build_report(root, embedding_map=False).markdown.read_text()))
+    assert rows == [
+        "experiment=paper/neighborhood, data.split=published",
+        "experiment=paper/neighborhood, data.split=paper",
+        "experiment=paper/neighborhood, data.split=artist",
+        "experiment=paper_code/neighborhood, data.split=published",
+    ]

@@ -10,8 +10,8 @@ from __future__ import annotations
 # The three splits of a processed dir, in the order they are listed in splits.json and the manifest.
 SPLITS = ("train", "val", "test")
 # data.split: album (random, album-grouped) | artist (artist-grouped: generalisation to unseen artists) | paper
-# (the published protocol: 90% train, one 10% held-out set that is both val and test) | published (the published
-# code's file-level split, leaky on purpose: mte.data.published_split).
+# (the split the paper describes: 90% of albums train, one 10% set that is both val and test) | published (the
+# published code's file-level split, leaky on purpose: mte.data.published_split).
 SPLIT_METHODS = ("album", "artist", "paper", "published")
 # data.features: see mte.data.descriptors for what each set holds.
 FEATURE_SETS = ("seed169", "seed369", "lowlevel_all")

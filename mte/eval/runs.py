@@ -9,6 +9,7 @@ are imported, so ``python -m mte.report`` starts in a second.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,13 @@ PAPER_TABLE1: dict[str, tuple[str, tuple[float, float, float]]] = {
     "cca": ("CCA", (2.54, 6.90, 9.74)),
 }
 """Table 1 of the paper (review → audio, R@1/R@5/R@10 in %), keyed by the ``paper/<row>`` experiment names."""
+
+PAPER_VARIANTS = {"paper/": "as described", "paper_code/": "as run"}
+"""Experiment prefixes of Table 1 rows: ``paper/<row>`` trains what the paper describes, ``paper_code/<row>`` what
+the published code ran (conf/experiment/paper_code/); both are matched to the paper's row ``<row>``."""
+
+SEED_PROTOCOL = "seed"
+"""The published protocol (one audio row per review row, a hit on album-title match): the one Table 1 used."""
 
 DEFAULT_SELECTION = "val_best/t2a/R@10"
 NAME_EXCLUDED = ("hydra.", "ckpt_path", "data.raw_dir", "data.processed_dir", "data.cache_dir", "logger", "tags")
@@ -66,15 +74,65 @@ class Run:
         for candidate in (self.overrides.get("experiment"), self.choices.get("experiment")):
             if candidate and candidate != "null":
                 return candidate
-        return next((t for t in self.tags if t.startswith("paper/")), None)
+        return next((t for t in self.tags if t.startswith(tuple(PAPER_VARIANTS))), None)
+
+    def _paper_match(self) -> tuple[str, str] | None:
+        """(row, variant) of the Table 1 row this run reproduces, from its experiment or a tag."""
+        for candidate in (self.experiment, *self.tags):
+            for prefix, variant in PAPER_VARIANTS.items():
+                if candidate and candidate.startswith(prefix) and candidate[len(prefix) :] in PAPER_TABLE1:
+                    return candidate[len(prefix) :], variant
+        return None
 
     @property
     def paper_row(self) -> str | None:
-        """The Table 1 row this run reproduces (``paper/<row>`` experiment or tag), if any."""
-        for candidate in (self.experiment, *self.tags):
-            if candidate and candidate.startswith("paper/") and candidate[6:] in PAPER_TABLE1:
-                return candidate[6:]
+        """The Table 1 row this run reproduces (``paper/<row>`` or ``paper_code/<row>`` experiment or tag), if any."""
+        match = self._paper_match()
+        return match[0] if match else None
+
+    @property
+    def paper_variant(self) -> str | None:
+        """``as described`` (``paper/<row>``) or ``as run`` (``paper_code/<row>``, the published code's quirks)."""
+        match = self._paper_match()
+        return match[1] if match else None
+
+    @property
+    def split(self) -> str | None:
+        """``data.split`` as the run composed it (``.hydra/config.yaml``), else as overridden."""
+        data = self.config.get("data")
+        value = data.get("split") if isinstance(data, dict) else None
+        return str(value) if value is not None else self.overrides.get("data.split")
+
+    @property
+    def leak(self) -> Leak | None:
+        """How the run's split leaks held-out reviews into training, or ``None`` when it does not.
+
+        Read from the processed dir the run trained on (``processed_dir`` in its ``metrics.json``): prepare writes
+        ``leaky: true`` and the ``leak`` counts into that dir's ``manifest.json`` for ``data.split=published``. When
+        that dir is gone (copied runs, a cleaned cache) the split's name decides, size unknown.
+        """
+        processed = self.payload.get("processed_dir")
+        manifest = _read_json(Path(str(processed)) / "manifest.json") if processed else None
+        if isinstance(manifest, dict) and manifest.get("leaky"):
+            return Leak.from_manifest(manifest)
+        if self.split == "published" and not isinstance(manifest, dict):
+            return Leak(detail="data.split=published; its manifest is gone, so the size is unknown")
         return None
+
+    def seed_evaluation(self, split: str = "test") -> Evaluation | None:
+        """The ``python -m mte.evaluate … protocol=seed`` result of this run's own ``split``, if one was made."""
+        for evaluation in self.evaluations:
+            if evaluation.protocol == SEED_PROTOCOL and evaluation.split == split and not evaluation.payload.get(
+                "raw_dir"
+            ):
+                return evaluation
+        return None
+
+    def seed_command(self, split: str = "test") -> str:
+        """The command that writes :meth:`seed_evaluation` (into ``<run>/eval/<split>-seed/``)."""
+        checkpoint = self.checkpoint() or self.path / "checkpoints" / "best.ckpt"
+        extra = f" split={split}" if split != "test" else ""
+        return f"python -m mte.evaluate ckpt_path={checkpoint} protocol={SEED_PROTOCOL}{extra}"
 
     @property
     def selection_metric(self) -> str:
@@ -89,6 +147,33 @@ class Run:
                 for candidate in (path, self.path / "checkpoints" / path.name):
                     if candidate.is_file():
                         return candidate
+        return None
+
+
+@dataclass(frozen=True)
+class Leak:
+    """A leaky split (``data.split=published``): held-out albums that also have training rows."""
+
+    detail: str
+    """e.g. ``71 of 118 test albums (60%) also in train; 72 of 116 val albums (62%)``."""
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any]) -> Leak:
+        leak = manifest.get("leak") if isinstance(manifest.get("leak"), dict) else {}
+        counts = manifest.get("counts") if isinstance(manifest.get("counts"), dict) else {}
+        parts = []
+        for split in ("test", "val"):
+            shared, total = leak.get(f"albums_train_{split}"), counts.get(f"{split}_albums")
+            if isinstance(shared, int | float) and isinstance(total, int | float) and total:
+                share = f"{100 * shared / total:.0f}%"
+                parts.append(f"{int(shared)} of {int(total)} {split} albums ({share}) also in train")
+        return cls("; ".join(parts) or "manifest says leaky (no counts)")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
         return None
 
 
