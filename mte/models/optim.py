@@ -77,12 +77,27 @@ class LazyAdam(Optimizer):
     @staticmethod
     def _sparse_update(param, state, group, step_size: float, bc2_sqrt: float) -> None:
         beta1, beta2 = group["betas"]
-        grad = param.grad.coalesce()  # one row per index: duplicates summed, as the dense gradient would
-        rows, values = grad.indices()[0], grad.values()
+        rows, values = sparse_rows(param.grad)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        avg_rows = exp_avg[rows].lerp_(values, 1 - beta1)
-        sq_rows = exp_avg_sq[rows].mul_(beta2).addcmul_(values, values, value=1 - beta2)
-        exp_avg[rows] = avg_rows
-        exp_avg_sq[rows] = sq_rows
-        denom = (sq_rows.sqrt() / bc2_sqrt).add_(group["eps"])
-        param.index_add_(0, rows, avg_rows / denom, alpha=-step_size)
+        # index_select / index_copy_ (rows are unique): the same values as fancy indexing, without its overhead
+        avg_rows = exp_avg.index_select(0, rows).lerp_(values, 1 - beta1)
+        sq_rows = exp_avg_sq.index_select(0, rows).mul_(beta2).addcmul_(values, values, value=1 - beta2)
+        exp_avg.index_copy_(0, rows, avg_rows)
+        exp_avg_sq.index_copy_(0, rows, sq_rows)
+        denom = sq_rows.sqrt_().div_(bc2_sqrt).add_(group["eps"])
+        param.index_add_(0, rows, avg_rows.div_(denom), alpha=-step_size)
+
+
+def sparse_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row ids, value rows) of a sparse gradient, one row per id (duplicates summed, as the dense gradient would).
+
+    A gradient whose ids are already strictly increasing (what :mod:`mte.models.embedding_bag` makes; autograd drops
+    the tensor's "coalesced" flag on the way to ``.grad``) is taken as it is: coalescing it would sort and copy it
+    for nothing.
+    """
+    if not grad.is_coalesced():
+        rows = grad._indices()[0]
+        if len(rows) < 2 or bool((rows[1:] > rows[:-1]).all()):
+            return rows, grad._values()
+        grad = grad.coalesce()
+    return grad.indices()[0], grad.values()
