@@ -43,6 +43,7 @@ def metrics_of(run_dir: Path) -> dict[str, float]:
         # used to exit 0 and write an untrained model's test metrics as the run's result
         (["trainer.max_epochs=0"], "error: trainer.max_epochs=0: a training run needs at least 1 epoch"),
         (["sampler=random"], "error: loss.neighborhood=true needs same-album pairs in each batch"),
+        (["runtime.threads=-2"], "error: runtime.threads=-2: must be 'auto' or a positive integer"),
     ],
 )
 def test_user_errors_are_one_line_exit_2_before_anything_runs(tmp_path, args, message):
