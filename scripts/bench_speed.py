@@ -93,10 +93,11 @@ def _child(events_path: str, argv: list[str]) -> None:
 
     load = processed.ProcessedData.load.__func__
     processed.ProcessedData.load = classmethod(timed("load processed dir", load))
-    t_imports = time.perf_counter()
-    events.append(("imports (mte, hydra, torch, lightning)", t_main, t_imports))
-
     import pytorch_lightning as pl
+
+    import mte.train.run as run_module
+
+    events.append(("imports (mte, hydra, torch, lightning)", t_main, time.perf_counter()))
 
     class EpochClock(pl.Callback):
         def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
@@ -110,8 +111,6 @@ def _child(events_path: str, argv: list[str]) -> None:
 
         def on_train_end(self, trainer: Any, pl_module: Any) -> None:
             events.append(("train end", time.perf_counter(), 0.0))
-
-    import mte.train.run as run_module
 
     build_callbacks = run_module.build_callbacks
     run_module.build_callbacks = lambda cfg: [*build_callbacks(cfg), EpochClock()]
