@@ -113,7 +113,13 @@ def _child(events_path: str, argv: list[str]) -> None:
             events.append(("train end", time.perf_counter(), 0.0))
 
     build_callbacks = run_module.build_callbacks
-    run_module.build_callbacks = lambda cfg: [*build_callbacks(cfg), EpochClock()]
+    # first, so that "train end" comes before the other callbacks' end-of-training work (the projector)
+    run_module.build_callbacks = lambda cfg: [EpochClock(), *build_callbacks(cfg)]
+    from pytorch_lightning.loggers import CSVLogger, WandbLogger
+
+    for logger_class in (WandbLogger, CSVLogger):
+        method = logger_class.log_hyperparams
+        logger_class.log_hyperparams = timed("loggers: log hyper-parameters (W&B: init)", method)
     for name, method in (("__init__", pl.Trainer.__init__), ("fit", pl.Trainer.fit)):
         setattr(pl.Trainer, name, timed(f"trainer.{name.strip('_')}", method))
     sys.argv = ["mte.train", *argv]
@@ -264,6 +270,7 @@ def bench_threads(args: argparse.Namespace) -> None:
 
     from mte.data.prepare import prepare_from_config
     from mte.data.processed import ProcessedData
+    from mte.models.optim import LazyAdam
     from mte.train.run import build_datamodule, build_model
     from mte.train.threads import auto_threads
 
@@ -274,8 +281,7 @@ def bench_threads(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     model = build_model(cfg, data)
     batches = list(itertools.islice(build_datamodule(cfg, model, data).train_dataloader(), 40))
-    optimizer = model.configure_optimizers()
-    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    optimizer = LazyAdam([p for p in model.parameters() if p.requires_grad], lr=1e-3)  # no schedule: no trainer
 
     def steps(n_threads: int, chunk: list[dict[str, Any]]) -> float:
         torch.set_num_threads(n_threads)
