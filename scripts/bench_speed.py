@@ -102,6 +102,7 @@ def _child(events_path: str, argv: list[str]) -> None:
     class EpochClock(pl.Callback):
         def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
             events.append(("epoch start", time.perf_counter(), 0.0))
+            events.append(("epoch start cpu", time.process_time(), 0.0))
 
         def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
             events.append(("validation start", time.perf_counter(), 0.0))
@@ -111,6 +112,7 @@ def _child(events_path: str, argv: list[str]) -> None:
 
         def on_train_end(self, trainer: Any, pl_module: Any) -> None:
             events.append(("train end", time.perf_counter(), 0.0))
+            events.append(("train end cpu", time.process_time(), 0.0))
 
     build_callbacks = run_module.build_callbacks
     # first, so that "train end" comes before the other callbacks' end-of-training work (the projector)
@@ -152,6 +154,13 @@ def run_child(argv: list[str], args: argparse.Namespace, env: dict[str, str] | N
     return {"wall": wall, **data}
 
 
+def epoch_cpu_of(result: dict[str, Any]) -> list[float]:
+    """CPU seconds of the child process per epoch: what an epoch costs with the cores to itself (one thread)."""
+    starts = [e[1] for e in result["events"] if e[0] == "epoch start cpu"]
+    end = next(e[1] for e in result["events"] if e[0] == "train end cpu")
+    return [b - a for a, b in itertools.pairwise([*starts, end])]
+
+
 def epochs_of(result: dict[str, Any]) -> tuple[list[float], list[float]]:
     """(seconds per epoch, validation included; seconds of validation per epoch) from a child's events."""
     starts = [e[1] for e in result["events"] if e[0] == "epoch start"]
@@ -188,10 +197,13 @@ def bench_epochs(args: argparse.Namespace) -> None:
         before = load_average()
         result = run_child(argv, args, env_for(args))
         epochs, validation = epochs_of(result)
-        later = epochs[1:] or epochs
-        print(f"  {recipe:20s} epoch {sum(later) / len(later):6.2f} s   (each: "
-              + ", ".join(f"{s:.2f}" for s in epochs) + " s; validation: "
-              + ", ".join(f"{s:.2f}" for s in validation) + f" s)   load {before} → {load_average()}", flush=True)
+        cpu = epoch_cpu_of(result)
+        later, later_cpu = epochs[1:] or epochs, cpu[1:] or cpu
+        wall, cpu_s = sum(later) / len(later), sum(later_cpu) / len(later_cpu)
+        each = ", ".join(f"{s:.2f}" for s in epochs)
+        checks = ", ".join(f"{s:.2f}" for s in validation)
+        print(f"  {recipe:20s} epoch {wall:6.2f} s wall, {cpu_s:6.2f} s CPU   (each: {each} s; validation: {checks} s)"
+              f"   load {before} → {load_average()}", flush=True)
         print(f"  {'':20s} $ {show_command(argv, args)}", flush=True)
 
 
