@@ -32,6 +32,7 @@ import json
 import multiprocessing
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -72,16 +73,16 @@ def _child(events_path: str, argv: list[str]) -> None:
     import importlib
     import runpy
 
-    events: list[tuple[str, float, float]] = []  # (label, start, end) in perf_counter seconds
-    t_main = time.perf_counter()
+    events: list[tuple[str, float, float, float]] = []  # (label, start, end, CPU seconds) in perf_counter seconds
+    t_main, cpu_main = time.perf_counter(), time.process_time()
 
     def timed(label: str, fn: Any) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             try:
                 return fn(*args, **kwargs)
             finally:
-                events.append((label, start, time.perf_counter()))
+                events.append((label, start, time.perf_counter(), time.process_time() - cpu))
 
         return wrapper
 
@@ -97,22 +98,23 @@ def _child(events_path: str, argv: list[str]) -> None:
 
     import mte.train.run as run_module
 
-    events.append(("imports (mte, hydra, torch, lightning)", t_main, time.perf_counter()))
+    imports_cpu = time.process_time() - cpu_main
+    events.append(("imports (mte, hydra, torch, lightning)", t_main, time.perf_counter(), imports_cpu))
 
     class EpochClock(pl.Callback):
         def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-            events.append(("epoch start", time.perf_counter(), 0.0))
-            events.append(("epoch start cpu", time.process_time(), 0.0))
+            events.append(("epoch start", time.perf_counter(), 0.0, 0.0))
+            events.append(("epoch start cpu", time.process_time(), 0.0, 0.0))
 
         def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
-            events.append(("validation start", time.perf_counter(), 0.0))
+            events.append(("validation start", time.perf_counter(), 0.0, 0.0))
 
         def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
-            events.append(("validation end", time.perf_counter(), 0.0))
+            events.append(("validation end", time.perf_counter(), 0.0, 0.0))
 
         def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-            events.append(("train end", time.perf_counter(), 0.0))
-            events.append(("train end cpu", time.process_time(), 0.0))
+            events.append(("train end", time.perf_counter(), 0.0, 0.0))
+            events.append(("train end cpu", time.process_time(), 0.0, 0.0))
 
     build_callbacks = run_module.build_callbacks
     # first, so that "train end" comes before the other callbacks' end-of-training work (the projector)
@@ -131,7 +133,7 @@ def _child(events_path: str, argv: list[str]) -> None:
         if exit_.code not in (None, 0):
             raise
     finally:
-        events.append(("exit", time.perf_counter(), 0.0))
+        events.append(("exit", time.perf_counter(), 0.0, 0.0))
         Path(events_path).write_text(json.dumps({"t_main": t_main, "events": events}))
 
 
@@ -145,13 +147,15 @@ def run_child(argv: list[str], args: argparse.Namespace, env: dict[str, str] | N
         full_env.setdefault("WANDB_SILENT", "true")
         command = [args.python, str(Path(__file__).resolve()), CHILD_FLAG, str(events_path), *argv,
                    f"hydra.run.dir={tmp}/run"]
-        start = time.perf_counter()
+        start, usage = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.run(command, capture_output=True, text=True, env=full_env, cwd=tmp)
         wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
         if proc.returncode != 0:
             raise SystemExit(f"child failed ({proc.returncode}): {' '.join(command)}\n{proc.stderr[-4000:]}")
         data = json.loads(events_path.read_text())
-    return {"wall": wall, **data}
+    return {"wall": wall, "cpu": cpu, **data}
 
 
 def epoch_cpu_of(result: dict[str, Any]) -> list[float]:
@@ -212,24 +216,28 @@ def bench_epochs(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def phase_table(result: dict[str, Any], parent_wall: float) -> list[tuple[str, float]]:
-    """Seconds per phase of a 1-epoch child: process start, timed phases, the epoch, the rest."""
-    events = result["events"]
+def phase_table(result: dict[str, Any]) -> list[tuple[str, float, float | None]]:
+    """(phase, wall seconds, CPU seconds) of a 1-epoch child: process start and exit, the timed phases, the rest,
+    the total outside the epoch and the epoch. CPU seconds are what the phase costs with a core to itself."""
+    events, parent_wall = result["events"], result["wall"]
     epochs, _ = epochs_of(result)
+    epoch, epoch_cpu = sum(epochs), sum(epoch_cpu_of(result))
     exit_t = next(e[1] for e in events if e[0] == "exit")
     totals: dict[str, float] = {}
-    for label, start, end in events:
+    cpu: dict[str, float] = {}
+    for label, start, end, cpu_seconds in events:
         if end:
             totals[label] = totals.get(label, 0.0) + end - start
-    fit = totals.pop("trainer.fit", 0.0)
-    rows = [("interpreter start and exit", parent_wall - (exit_t - result["t_main"]))]
-    rows += [(label, seconds) for label, seconds in totals.items()]
-    rows.append(("trainer.fit outside the epoch (sanity, set-up, wind-down)", fit - sum(epochs)))
-    accounted = sum(s for _, s in rows)
-    epoch = sum(epochs)
-    rows.append(("not in a timed phase (hydra, seeding, run bookkeeping)", parent_wall - accounted - epoch))
-    rows.append(("= outside the epoch", parent_wall - epoch))
-    rows.append(("  the epoch itself", epoch))
+            cpu[label] = cpu.get(label, 0.0) + cpu_seconds
+    fit, fit_cpu = totals.pop("trainer.fit", 0.0), cpu.pop("trainer.fit", 0.0)
+    rows: list[tuple[str, float, float | None]] = [
+        ("interpreter start and exit", parent_wall - (exit_t - result["t_main"]), None)]
+    rows += [(label, seconds, cpu[label]) for label, seconds in totals.items()]
+    rows.append(("trainer.fit outside the epoch (sanity, set-up, wind-down)", fit - epoch, fit_cpu - epoch_cpu))
+    accounted = sum(r[1] for r in rows)
+    rows.append(("not in a timed phase (hydra, seeding, run bookkeeping)", parent_wall - accounted - epoch, None))
+    rows.append(("= outside the epoch", parent_wall - epoch, result["cpu"] - epoch_cpu))
+    rows.append(("  the epoch itself", epoch, epoch_cpu))
     return rows
 
 
@@ -244,8 +252,10 @@ def bench_startup(args: argparse.Namespace) -> None:
         result = run_child(argv, args, env)
         print(f"  logger={logger if logger != 'default' else 'wandb (default, offline)'}: "
               f"wall {result['wall']:.2f} s, load {before} → {load_average()}", flush=True)
-        for label, seconds in phase_table(result, result["wall"]):
-            print(f"    {label:64s} {seconds:6.2f} s", flush=True)
+        print(f"    {'phase':64s}   wall     CPU", flush=True)
+        for label, seconds, cpu in phase_table(result):
+            cpu_text = f"{cpu:6.2f} s" if cpu is not None else ""
+            print(f"    {label:64s} {seconds:6.2f} s {cpu_text}", flush=True)
         print(f"    $ {show_command(argv, args)}", flush=True)
 
 
