@@ -109,6 +109,8 @@ BAD_MARGIN_SETTINGS = [
     ("loss.neighborhood=false", "loss.neighborhood=true or sampler=random"),  # sampler without the terms
     ("loss=infonce", "loss=infonce has no neighbourhood terms"),
     ("loss.weights=[1,1,0,0]", "λ3 and λ4"),
+    ("runtime.threads=0", "runtime.threads=0: must be 'auto' or a positive integer"),
+    ("runtime.threads=many", "runtime.threads='many'"),
 ]
 
 

@@ -178,3 +178,42 @@ def test_text_backbone_factory() -> None:
     assert build_text_backbone({"name": "bow", "sparse": True}, vocab_size=100).embedding.sparse
     with pytest.raises(ValueError, match="unknown text backbone"):
         build_text_backbone({"name": "gpt"}, vocab_size=100)
+
+
+@pytest.mark.parametrize(("kind", "batch_norm", "dropout"),
+                         [("mlp", False, 0.3), ("mlp", True, 0.0), ("linear", False, 0.0)])
+def test_head_on_distinct_rows_equals_the_head_on_the_batch(kind, batch_norm, dropout):
+    """Repeated inputs run the first layer once: same embeddings (dropout masks too) and the same gradients."""
+    torch.manual_seed(0)
+    head = ProjectionHead(40, hidden_dim=16, embed_dim=8, kind=kind, batch_norm=batch_norm, dropout=dropout).double()
+    distinct = torch.randn(5, 40, dtype=torch.double)
+    rows = torch.tensor([0, 0, 1, 2, 2, 3, 4, 4, 1])
+    upstream = torch.randn(len(rows), 8, dtype=torch.double)
+    outputs, grads = [], []
+    for args in ((distinct[rows],), (distinct, rows)):
+        head.zero_grad()
+        torch.manual_seed(1)
+        out = head(*args)
+        out.backward(upstream)
+        outputs.append(out.detach())
+        grads.append([p.grad.clone() for p in head.parameters()])
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-12, atol=1e-12)
+    for ours, reference in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(ours, reference, rtol=1e-12, atol=1e-12)
+
+
+def test_model_shares_the_first_audio_layer_between_rows_of_one_track():
+    from mte.models.module import EmbeddingModel
+
+    torch.manual_seed(0)
+    model = EmbeddingModel(text={"name": "bow"}, audio={"name": "mlp", "dropout": 0.2}, model={},
+                           loss={"name": "infonce"}, vocab_size=20, audio_dim=12).double()
+    tracks = torch.tensor([3, 3, 7, 1, 1, 9])
+    audio = torch.randn(10, 12, dtype=torch.double)[tracks]
+    torch.manual_seed(2)
+    shared = model.embed_audio(audio, tracks)
+    torch.manual_seed(2)
+    alone = model.embed_audio(audio)
+    torch.testing.assert_close(shared, alone, rtol=1e-12, atol=1e-12)
+    model.eval()  # all distinct: the plain path
+    assert torch.equal(model.embed_audio(audio[:3], tracks[[0, 2, 3]]), model.embed_audio(audio[:3]))

@@ -68,3 +68,39 @@ def test_bad_arguments_are_clear():
         NeighborhoodPairSampler(index, batch_size=15, seed=0)
     with pytest.raises(ValueError, match="unknown sampler"):
         build_sampler("hard", index, 8, 0)
+
+
+def _couples_by_album_loop(sampler: NeighborhoodPairSampler, rng: np.random.Generator):
+    """The neighbourhood sampler's couples as first written: a loop over albums (the reference for its draws)."""
+    firsts, seconds, singles = [], [], []
+    keys = rng.random(len(sampler._by_album))
+    shuffled = sampler._by_album[np.lexsort((keys, sampler.index.review_album[sampler._by_album]))]
+    for start, count in zip(sampler._album_starts.tolist(), sampler._album_counts.tolist(), strict=True):
+        if count == 1:
+            singles.append(shuffled[start])
+            continue
+        members = shuffled[start : start + count]
+        if count % 2:
+            members = np.append(members, members[rng.integers(0, count - 1)])
+        firsts.append(members[0::2])
+        seconds.append(members[1::2])
+    couples = (np.stack([np.concatenate(firsts), np.concatenate(seconds)], axis=1) if firsts
+               else np.empty((0, 2), dtype=np.int64))
+    return couples, np.asarray(singles, dtype=np.int64)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("reviews_per_album", [None, [1, 1, 1], [2, 4], [3, 1, 5, 2]])
+def test_neighborhood_couples_are_the_album_loops_draw_for_draw(seed, reviews_per_album):
+    """Vectorised over albums, the sampler still makes the loop's draws in the loop's order: same seed, same
+    batches as before (a run's numbers do not move)."""
+    if reviews_per_album is None:
+        index = make_index(seed)
+    else:
+        album = np.repeat(np.arange(len(reviews_per_album)), reviews_per_album)
+        index = PairIndex(np.arange(len(album)), album, np.arange(len(album)), np.ones(len(album), dtype=np.int64))
+    sampler = NeighborhoodPairSampler(index, batch_size=8, seed=seed)
+    ours, reference = sampler._couples(np.random.default_rng(seed)), _couples_by_album_loop(
+        sampler, np.random.default_rng(seed))
+    for a, b in zip(ours, reference, strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)

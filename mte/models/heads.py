@@ -54,9 +54,22 @@ class ProjectionHead(nn.Module):
             layers.append(nn.Linear(hidden_dim, embed_dim))
             self.net = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Unit-length embeddings of ``x`` — or, with ``rows``, of the batch ``x[rows]``, computed without copying.
+
+        ``rows`` is for batches that repeat inputs (neighbourhood sampling puts an album's one track in two rows):
+        ``x`` then holds each distinct input once and the first — widest — layer runs once per distinct input; its
+        output is expanded before anything with per-row randomness or batch statistics (dropout, batch norm), so
+        every row is computed as if it were alone, and the repeated rows' gradients are summed into that layer.
+        """
+        layers = [self.net] if isinstance(self.net, nn.Linear) else list(self.net)
+        hidden = layers[0](x)
+        if rows is not None:
+            hidden = hidden.index_select(0, rows)
+        for layer in layers[1:]:
+            hidden = layer(hidden)
         # F.normalize clamps the norm at eps, so an all-zero output stays zero instead of becoming NaN.
-        return F.normalize(self.net(x), dim=-1)
+        return F.normalize(hidden, dim=-1)
 
 
 def build_head(cfg: Mapping[str, Any] | None, in_dim: int) -> ProjectionHead:

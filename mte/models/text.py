@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from mte.data.text import PAD_ID, UNK_ID
+from mte.models.embedding_bag import embedding_bag
 
 InputKind = Literal["tokens", "hf", "features"]
 Pooling = Literal["cls", "mean"]
@@ -49,7 +50,8 @@ class BagOfWords(nn.Module):
     Uses ``nn.EmbeddingBag`` on the padded [B, L] batch: it never materialises the [B, L, D] tensor, and measured
     ~4.5x faster than an Embedding + masked mean for forward+backward on CPU (batch 128 × 400 tokens, vocab 30k,
     dim 300: ~17 ms vs ~77 ms). Padding (id 0) is excluded and gets no gradient; an empty review (all padding)
-    yields the zero vector, never NaN.
+    yields the zero vector, never NaN. Its backward (:mod:`mte.models.embedding_bag`) makes one gradient row per
+    distinct word of the batch rather than one per padded position: ~3,000 rows instead of 51,200 per MARD batch.
 
     ``weighting="idf"`` weighs each token by its inverse document frequency in the training reviews (smoothed,
     ``log((1 + N) / (1 + df)) + 1``; set by :meth:`set_document_frequencies` before training and saved with the
@@ -121,13 +123,14 @@ class BagOfWords(nn.Module):
         tokens = batch["tokens"]
         if tokens.shape[1] == 0:  # EmbeddingBag rejects width-0 input; a batch of empty reviews is all zeros
             return self.embedding.weight.new_zeros(tokens.shape[0], self.out_dim)
-        if self.embedding.mode == "mean":
-            return self.embedding(tokens)
+        table, mode, sparse = self.embedding.weight, self.embedding.mode, self.embedding.sparse
+        if mode == "mean":
+            return embedding_bag(table, tokens, mode, sparse=sparse)
         if self.pooling == "padded_mean":  # prepare cut every review at max_length (= padded_length) tokens
-            return self.embedding(tokens) / self.padded_length
+            return embedding_bag(table, tokens, mode, sparse=sparse) / self.padded_length
         weight = self.token_weight[tokens]
         weight = weight / weight.sum(dim=1, keepdim=True).clamp(min=torch.finfo(weight.dtype).tiny)
-        return self.embedding(tokens, per_sample_weights=weight.to(self.embedding.weight.dtype))
+        return embedding_bag(table, tokens, mode, per_sample_weights=weight.to(table.dtype), sparse=sparse)
 
 
 def document_frequencies(token_lists: Sequence[Sequence[int] | None], vocab_size: int) -> torch.Tensor:

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mte.cli import UserError
+from mte.train.threads import AUTO, parse_threads
 
 # The opt-out for a deliberately mismatched sampler/loss pair (see check_neighborhood_consistency).
 MISMATCH_KEY = "allow_neighborhood_mismatch"
@@ -53,6 +54,7 @@ def check_settings(cfg: Mapping[str, Any]) -> None:
         if cfg.get("train", True):
             check_max_epochs(cfg.get("trainer") or {})
         check_neighborhood_consistency(cfg)
+    parse_threads((cfg.get("runtime") or {}).get("threads", AUTO))
     check_ckpt_path(cfg.get("ckpt_path"))
     if not baseline and cfg.get("train", True) and cfg.get("ckpt_path"):
         check_resume_budget(str(cfg.get("ckpt_path")), cfg.get("trainer") or {})

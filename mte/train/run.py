@@ -152,8 +152,10 @@ def test_touches_val(data: Any) -> bool:
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train (and test) one configuration; returns the flat metrics also written to ``<run dir>/metrics.json``."""
     from mte.train.checks import check_train_config, check_train_split
+    from mte.train.threads import apply_threads, resolve_threads
 
     check_train_config(cfg)  # one-line errors before anything slow (mte/train/checks.py)
+    apply_threads(resolve_threads(cfg.get("runtime")))  # before torch starts any parallel work
     quiet_known_warnings()
     import pytorch_lightning as pl
     from hydra.utils import instantiate

@@ -62,7 +62,10 @@ def sample_negatives(album: Tensor, k: int, generator: torch.Generator | None = 
     still contributes ``k`` terms. A row with no admissible negative at all (the whole batch is one album) gets
     −1 in every slot; the loss masks those slots out.
 
-    Vectorised: random keys, admissible rows sorted first (a uniform random permutation of them per row).
+    Vectorised: random keys, admissible rows sorted first (a uniform random permutation of them per row). Only
+    the first ``min(k, B)`` of that order are ever used (a slot beyond the admissible rows redraws among them), so
+    a partial sort (``topk``) gives them: the same draw as a full ``argsort``, at a quarter of its cost per step
+    (four such draws per step with the intra-modal terms). Rows whose keys tie may come in another order.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -70,7 +73,8 @@ def sample_negatives(album: Tensor, k: int, generator: torch.Generator | None = 
     admissible = _other_album(album)
     n_admissible = admissible.sum(1, keepdim=True)  # [B, 1]
     keys = torch.rand(batch, batch, generator=generator, device=device).masked_fill(~admissible, 2.0)
-    shuffled = keys.argsort(dim=1)  # admissible columns first, in random order
+    # admissible columns first, in random order; positions below are always < min(k, B)
+    shuffled = keys.topk(min(k, batch), dim=1, largest=False, sorted=True).indices
     slot = torch.arange(k, device=device).expand(batch, k)
     extra = torch.rand(batch, k, generator=generator, device=device) * n_admissible
     extra = extra.long().clamp(max=(n_admissible - 1).clamp(min=0))  # rand·n can round up to n in float32

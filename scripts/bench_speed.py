@@ -1,0 +1,383 @@
+#!/usr/bin/env python
+"""How fast a training run is, end to end, as a user runs it; prints what it measured.
+
+    .venv/bin/python scripts/bench_speed.py --raw-dir DIR [--cache-dir DIR] [--recipes best,best_margin,...]
+                                            [--skip epochs,startup,threads] [--epochs 3] [--burners 2]
+
+Three figures (issue 12, targets 1–3), each next to the load average it was taken under and the exact command:
+
+1. **Epoch** (validation and checkpoint included) of each recipe: ``python -m mte.train experiment=<recipe>
+   data=mard data.raw_dir=DIR trainer.max_epochs=3 test=false logger=csv``, run as a child process; a callback
+   added to the run records when each epoch starts, so an epoch is the time from its start to the next one's (the
+   last: to the end of training). Epoch 1 pays one-off warm-up costs; the figure is the mean of the later ones.
+2. **Start-up**: the same command with ``trainer.max_epochs=1`` (default logger, W&B offline, then ``logger=csv``):
+   the child's wall time outside its epoch, split into phases by timing the package's own functions as they are
+   called (interpreter + imports, config checks, prepare (a cache hit), loading the processed dir, model,
+   data module, loggers, trainer, the end of the run: checkpoint, metrics.json, logger shutdown).
+3. **Threads**: ms per training step of the default recipe at ``runtime.threads=auto`` (what it resolves to
+   here), 1 and 2 threads, interleaved, with the machine as it is and with ``--burners`` busy-loop processes
+   added (a shared machine).
+
+The processed data must already be cached (run once without timing, e.g. the epochs part, first): the figures are
+for the cache-hit path every sweep job takes. ``--python`` and ``--pythonpath`` run the children from another
+checkout (e.g. the code before a change) with this same script. Benchmarks print figures; they are not tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = ("best", "best_margin", "paper/neighborhood")
+CHILD_FLAG = "--child"
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f}/{five:.2f}/{fifteen:.2f}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the child: python -m mte.train with timestamps
+# ----------------------------------------------------------------------------------------------------------------
+
+PHASES = {
+    # (module, attribute, label): the package's own steps of a run, in the order run() calls them
+    ("mte.train.checks", "check_train_config", "config checks"),
+    ("mte.data.prepare", "prepare_from_config", "prepare (cache hit: fingerprint + manifest)"),
+    ("mte.train.run", "build_model", "model build (+ input contract)"),
+    ("mte.train.run", "build_datamodule", "data module"),
+    ("mte.train.run", "build_callbacks", "callbacks"),
+    ("mte.train.loggers", "build_loggers", "loggers: start"),
+    ("mte.train.loggers", "finish_loggers", "loggers: finish"),
+    ("mte.eval.results", "write_results", "metrics.json"),
+}
+
+
+def _child(events_path: str, argv: list[str]) -> None:
+    """Run ``python -m mte.train argv`` in this process, recording phase and epoch times in ``events_path``."""
+    import importlib
+    import runpy
+
+    events: list[tuple[str, float, float, float]] = []  # (label, start, end, CPU seconds) in perf_counter seconds
+    t_main, cpu_main = time.perf_counter(), time.process_time()
+
+    def timed(label: str, fn: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start, cpu = time.perf_counter(), time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                events.append((label, start, time.perf_counter(), time.process_time() - cpu))
+
+        return wrapper
+
+    for module_name, attr, label in PHASES:
+        with contextlib.suppress(ImportError, AttributeError):
+            module = importlib.import_module(module_name)
+            setattr(module, attr, timed(label, getattr(module, attr)))
+    import mte.data.processed as processed
+
+    load = processed.ProcessedData.load.__func__
+    processed.ProcessedData.load = classmethod(timed("load processed dir", load))
+    import pytorch_lightning as pl
+
+    import mte.train.run as run_module
+
+    imports_cpu = time.process_time() - cpu_main
+    events.append(("imports (mte, hydra, torch, lightning)", t_main, time.perf_counter(), imports_cpu))
+
+    class EpochClock(pl.Callback):
+        def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+            events.append(("epoch start", time.perf_counter(), 0.0, 0.0))
+            events.append(("epoch start cpu", time.process_time(), 0.0, 0.0))
+
+        def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+            events.append(("validation start", time.perf_counter(), 0.0, 0.0))
+
+        def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+            events.append(("validation end", time.perf_counter(), 0.0, 0.0))
+
+        def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+            events.append(("train end", time.perf_counter(), 0.0, 0.0))
+            events.append(("train end cpu", time.process_time(), 0.0, 0.0))
+
+    build_callbacks = run_module.build_callbacks
+    # first, so that "train end" comes before the other callbacks' end-of-training work (the projector)
+    run_module.build_callbacks = lambda cfg: [EpochClock(), *build_callbacks(cfg)]
+    from pytorch_lightning.loggers import CSVLogger, WandbLogger
+
+    for logger_class in (WandbLogger, CSVLogger):
+        method = logger_class.log_hyperparams
+        logger_class.log_hyperparams = timed("loggers: log hyper-parameters (W&B: init)", method)
+    for name, method in (("__init__", pl.Trainer.__init__), ("fit", pl.Trainer.fit)):
+        setattr(pl.Trainer, name, timed(f"trainer.{name.strip('_')}", method))
+    sys.argv = ["mte.train", *argv]
+    try:
+        runpy.run_module("mte.train", run_name="__main__", alter_sys=True)
+    except SystemExit as exit_:
+        if exit_.code not in (None, 0):
+            raise
+    finally:
+        events.append(("exit", time.perf_counter(), 0.0, 0.0))
+        Path(events_path).write_text(json.dumps({"t_main": t_main, "events": events}))
+
+
+def run_child(argv: list[str], args: argparse.Namespace, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """``python -m mte.train argv`` as a child (through :func:`_child`); its events and its wall time."""
+    with tempfile.TemporaryDirectory(prefix="mte-bench-speed-") as tmp:
+        events_path = Path(tmp) / "events.json"
+        full_env = {**os.environ, **(env or {})}
+        if args.pythonpath:
+            full_env["PYTHONPATH"] = args.pythonpath
+        full_env.setdefault("WANDB_SILENT", "true")
+        command = [args.python, str(Path(__file__).resolve()), CHILD_FLAG, str(events_path), *argv,
+                   f"hydra.run.dir={tmp}/run"]
+        start, usage = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+        proc = subprocess.run(command, capture_output=True, text=True, env=full_env, cwd=tmp)
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
+        if proc.returncode != 0:
+            raise SystemExit(f"child failed ({proc.returncode}): {' '.join(command)}\n{proc.stderr[-4000:]}")
+        data = json.loads(events_path.read_text())
+    return {"wall": wall, "cpu": cpu, **data}
+
+
+def epoch_cpu_of(result: dict[str, Any]) -> list[float]:
+    """CPU seconds of the child process per epoch: what an epoch costs with the cores to itself (one thread)."""
+    starts = [e[1] for e in result["events"] if e[0] == "epoch start cpu"]
+    end = next(e[1] for e in result["events"] if e[0] == "train end cpu")
+    return [b - a for a, b in itertools.pairwise([*starts, end])]
+
+
+def epochs_of(result: dict[str, Any]) -> tuple[list[float], list[float]]:
+    """(seconds per epoch, validation included; seconds of validation per epoch) from a child's events."""
+    starts = [e[1] for e in result["events"] if e[0] == "epoch start"]
+    end = next(e[1] for e in result["events"] if e[0] == "train end")
+    bounds = [*starts, end]
+    epochs = [b - a for a, b in itertools.pairwise(bounds)]
+    v_starts = [e[1] for e in result["events"] if e[0] == "validation start"]
+    v_ends = [e[1] for e in result["events"] if e[0] == "validation end"]
+    return epochs, [b - a for a, b in zip(v_starts, v_ends, strict=True)]
+
+
+def base_args(args: argparse.Namespace) -> list[str]:
+    return ["data=mard", f"data.raw_dir={args.raw_dir}", "test=false", *args.extra]
+
+
+def env_for(args: argparse.Namespace) -> dict[str, str]:
+    return {"MTE_CACHE_DIR": str(args.cache_dir)}
+
+
+def show_command(argv: list[str], args: argparse.Namespace) -> str:
+    prefix = f"MTE_CACHE_DIR={args.cache_dir} " + (f"PYTHONPATH={args.pythonpath} " if args.pythonpath else "")
+    return prefix + "python -m mte.train " + " ".join(argv)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 1. epochs
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def bench_epochs(args: argparse.Namespace) -> None:
+    print(f"\n1. epoch time, validation included ({args.epochs} epochs; figure = mean of epochs 2..)", flush=True)
+    for recipe in args.recipes:
+        argv = [f"experiment={recipe}", *base_args(args), f"trainer.max_epochs={args.epochs}", "logger=csv"]
+        before = load_average()
+        result = run_child(argv, args, env_for(args))
+        epochs, validation = epochs_of(result)
+        cpu = epoch_cpu_of(result)
+        later, later_cpu = epochs[1:] or epochs, cpu[1:] or cpu
+        wall, cpu_s = sum(later) / len(later), sum(later_cpu) / len(later_cpu)
+        each = ", ".join(f"{s:.2f}" for s in epochs)
+        checks = ", ".join(f"{s:.2f}" for s in validation)
+        print(f"  {recipe:20s} epoch {wall:6.2f} s wall, {cpu_s:6.2f} s CPU   (each: {each} s; validation: {checks} s)"
+              f"   load {before} → {load_average()}", flush=True)
+        print(f"  {'':20s} $ {show_command(argv, args)}", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 2. start-up
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def phase_table(result: dict[str, Any]) -> list[tuple[str, float, float | None]]:
+    """(phase, wall seconds, CPU seconds) of a 1-epoch child: process start and exit, the timed phases, the rest,
+    the total outside the epoch and the epoch. CPU seconds are what the phase costs with a core to itself."""
+    events, parent_wall = result["events"], result["wall"]
+    epochs, _ = epochs_of(result)
+    epoch, epoch_cpu = sum(epochs), sum(epoch_cpu_of(result))
+    exit_t = next(e[1] for e in events if e[0] == "exit")
+    totals: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    for label, start, end, cpu_seconds in events:
+        if end:
+            totals[label] = totals.get(label, 0.0) + end - start
+            cpu[label] = cpu.get(label, 0.0) + cpu_seconds
+    fit, fit_cpu = totals.pop("trainer.fit", 0.0), cpu.pop("trainer.fit", 0.0)
+    rows: list[tuple[str, float, float | None]] = [
+        ("interpreter start and exit", parent_wall - (exit_t - result["t_main"]), None)]
+    rows += [(label, seconds, cpu[label]) for label, seconds in totals.items()]
+    rows.append(("trainer.fit outside the epoch (sanity, set-up, wind-down)", fit - epoch, fit_cpu - epoch_cpu))
+    accounted = sum(r[1] for r in rows)
+    rows.append(("not in a timed phase (hydra, seeding, run bookkeeping)", parent_wall - accounted - epoch, None))
+    rows.append(("= outside the epoch", parent_wall - epoch, result["cpu"] - epoch_cpu))
+    rows.append(("  the epoch itself", epoch, epoch_cpu))
+    return rows
+
+
+def bench_startup(args: argparse.Namespace) -> None:
+    print("\n2. start-up: a 1-epoch run on cached data, time outside its epoch (target ≤ 8 s)", flush=True)
+    for logger in ("default", "csv"):
+        argv = ["experiment=best", *base_args(args), "trainer.max_epochs=1"]
+        if logger != "default":
+            argv.append(f"logger={logger}")
+        env = env_for(args)
+        before = load_average()
+        result = run_child(argv, args, env)
+        print(f"  logger={logger if logger != 'default' else 'wandb (default, offline)'}: "
+              f"wall {result['wall']:.2f} s, load {before} → {load_average()}", flush=True)
+        print(f"    {'phase':64s}   wall     CPU", flush=True)
+        for label, seconds, cpu in phase_table(result):
+            cpu_text = f"{cpu:6.2f} s" if cpu is not None else ""
+            print(f"    {label:64s} {seconds:6.2f} s {cpu_text}", flush=True)
+        print(f"    $ {show_command(argv, args)}", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 3. threads
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _burn() -> None:  # pragma: no cover - a busy loop, killed by the parent
+    while True:
+        pass
+
+
+@contextlib.contextmanager
+def burners(n: int) -> Iterator[None]:
+    """``n`` busy-loop processes for the duration of the block (a CPU shared with other jobs)."""
+    procs = [multiprocessing.get_context("spawn").Process(target=_burn, daemon=True) for _ in range(n)]
+    for p in procs:
+        p.start()
+    try:
+        time.sleep(1.0)
+        yield
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join()
+
+
+def bench_threads(args: argparse.Namespace) -> None:
+    """Steps of the default recipe's model on real batches, at several thread counts, interleaved in rounds."""
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from mte.data.prepare import prepare_from_config
+    from mte.data.processed import ProcessedData
+    from mte.models.optim import LazyAdam
+    from mte.train.run import build_datamodule, build_model
+    from mte.train.threads import auto_threads
+
+    os.environ["MTE_CACHE_DIR"] = str(args.cache_dir)
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=best", *base_args(args), "logger=none"])
+    data = ProcessedData.load(prepare_from_config(cfg.data))
+    torch.manual_seed(0)
+    model = build_model(cfg, data)
+    batches = list(itertools.islice(build_datamodule(cfg, model, data).train_dataloader(), 40))
+    optimizer = LazyAdam([p for p in model.parameters() if p.requires_grad], lr=1e-3)  # no schedule: no trainer
+
+    def steps(n_threads: int, chunk: list[dict[str, Any]]) -> float:
+        torch.set_num_threads(n_threads)
+        start = time.perf_counter()
+        for i, batch in enumerate(chunk):
+            optimizer.zero_grad(set_to_none=True)
+            model.training_step(batch, i).backward()
+            optimizer.step()
+        return time.perf_counter() - start
+
+    print(f"\n3. threads: ms per training step (experiment=best model, batch {cfg.data.batch_size}, real batches; "
+          f"{len(os.sched_getaffinity(0))} cores)", flush=True)
+    for label, n_burners in (("as the machine is", 0), (f"+{args.burners} busy processes", args.burners)):
+        with burners(n_burners):
+            auto = auto_threads()
+            counts = sorted({1, 2, auto})
+            seconds = dict.fromkeys(counts, 0.0)
+            before = load_average()
+            for round_ in range(-1, args.thread_rounds):
+                chunk = batches[(round_ % 8) * 5:(round_ % 8) * 5 + 5]
+                for n in counts:
+                    elapsed = steps(n, chunk)
+                    if round_ >= 0:
+                        seconds[n] += elapsed
+            per_step = {n: 1e3 * s / (5 * args.thread_rounds) for n, s in seconds.items()}
+            figures = ", ".join(f"{n} thread{'s' if n > 1 else ''}{' (auto)' if n == auto else ''} "
+                                f"{ms:.1f} ms" for n, ms in per_step.items())
+            print(f"  {label:28s} {figures}   load {before} → {load_average()}", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# main
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--raw-dir", type=Path, required=True, help="MARD raw dir (e.g. python -m mte.synth scale=full)")
+    p.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("MTE_CACHE_DIR", "/tmp/mte-bench-cache")),
+                   help="MTE_CACHE_DIR holding the prepared data (default: $MTE_CACHE_DIR or %(default)s)")
+    p.add_argument("--recipes", default=",".join(RECIPES), help="experiments for part 1 (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=3, help="epochs per part-1 run (default: %(default)s)")
+    p.add_argument("--skip", default="", help="comma-separated parts to skip: epochs,startup,threads")
+    p.add_argument("--burners", type=int, default=2, help="busy processes for the loaded figure (default: 2)")
+    p.add_argument("--thread-rounds", type=int, default=8, help="rounds of 5 steps per thread count (default: 8)")
+    p.add_argument("--python", default=sys.executable, help="interpreter of the children (default: this one)")
+    p.add_argument("--pythonpath", default="", help="PYTHONPATH of the children (another checkout)")
+    p.add_argument("extra", nargs="*", help="more overrides for every run, e.g. runtime.threads=1")
+    args = p.parse_args(argv)
+    args.recipes = [r for r in args.recipes.split(",") if r]
+    args.raw_dir = args.raw_dir.resolve()
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [CHILD_FLAG]:
+        _child(argv[1], argv[2:])
+        return 0
+    args = parse_args(argv)
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    print(f"machine: {cpu}, {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable); load {load_average()}; "
+          f"children: {args.python}" + (f" PYTHONPATH={args.pythonpath}" if args.pythonpath else ""), flush=True)
+    if "epochs" not in skip:
+        bench_epochs(args)
+    if "startup" not in skip:
+        bench_startup(args)
+    if "threads" not in skip:
+        bench_threads(args)
+    print(f"\nload at end {load_average()}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
