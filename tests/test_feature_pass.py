@@ -326,7 +326,8 @@ def test_auto_max_length_trains_and_evaluates_alike(synthetic_raw: Path, process
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[
             "data=mard", f"data.raw_dir={synthetic_raw}", f"data.processed_dir={processed_dir}",
-            "data.features=seed369", "data.batch_size=32", "trainer.max_epochs=1", "logger=none",
+            "data.features=seed369", "data.split=album", "data.vocab.min_albums=1",  # the shared fixture's settings
+            "data.batch_size=32", "trainer.max_epochs=1", "logger=none",
             f"paths.output_dir={tmp_path / 'run'}", "callbacks.projector=null", f"data.cache_dir={tmp_path}",
             "text=distilbert", f"text.pretrained={tiny_dir}", "text.max_length_percentile=50",
         ])

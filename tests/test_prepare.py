@@ -131,7 +131,8 @@ def test_min_artists_keeps_words_of_enough_artists(raw: Path, tmp_path: Path, da
     from mte.data.splits import artist_groups
     from mte.data.text import split_words, word_splitter
 
-    cfg = PrepareConfig(split="artist", vocab=VocabConfig(min_artists=3), workers=1)
+    # a 60-album dir would cap min_artists at 1 (spread_cap): uncapped, so the filter is what is tested
+    cfg = PrepareConfig(split="artist", vocab=VocabConfig(min_artists=3, spread_cap=1.0), workers=1)
     filtered = ProcessedData.load(prepare(raw, cfg, processed_dir=tmp_path / "p", verbose=False))
     albums = filtered.albums
     groups = artist_groups({a: (m, n) for a, m, n in albums.select("amazon_id", "artist_mbid", "artist").iter_rows()})

@@ -177,3 +177,23 @@ def test_min_artists_counts_an_artists_albums_once():
     assert kept(VocabConfig(min_freq=1, min_artists=2)) == {"great", "groove"}
     with pytest.raises(ValueError, match="artist key"):
         Vocabulary.build_from_words(words, VocabConfig(min_artists=2), stopwords=[], albums=albums)
+
+
+def test_spread_minimums_are_capped_by_the_size_of_the_dir():
+    """min_albums=25 in a 300-album dir would drop every word of a genre with fewer than 25 albums: the minimum
+    never exceeds spread_cap (1%) of the dir's albums; in a large dir it applies as given."""
+    import polars as pl
+
+    texts = ["zorblax great", "zorblax groove", "great groove", "groove"]
+    albums = pl.Series(["A", "B", "C", "D"])
+    words = split_words(texts, word_splitter(True))
+
+    def kept(totals: tuple[int, int] | None) -> set[str]:
+        v = Vocabulary.build_from_words(words, VocabConfig(min_freq=1, min_albums=3), stopwords=[], albums=albums,
+                                        artists=albums, totals=totals)
+        return {w for w in ("zorblax", "great", "groove") if v.tokenizer.token_to_id(w) is not None}
+
+    assert kept(None) == {"groove"}  # 3 albums
+    assert kept((10_000, 10_000)) == {"groove"}  # cap 100 > 3: the minimum as given
+    assert kept((200, 200)) == {"zorblax", "great", "groove"}  # cap ceil(2.0) = 2 albums
+    assert kept((100, 100)) == {"zorblax", "great", "groove"}  # cap 1: no filter

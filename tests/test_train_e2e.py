@@ -77,7 +77,9 @@ def test_run_dir_holds_checkpoints_metrics_config_and_every_logger(tmp_path):
     wandb_run = read_wandb_offline_run(offline_run)
     assert wandb_run["summary"]["val/t2a/R@10"] == pytest.approx(metrics["val/t2a/R@10"], abs=1e-4)
     assert wandb_run["summary"]["test/t2a/R@10"] == pytest.approx(metrics["test/t2a/R@10"], abs=1e-4)
-    assert wandb_run["config"]["loss"]["margin"] == 0.05 and wandb_run["config"]["text"]["name"] == "bow"
+    config = wandb_run["config"]
+    assert config["loss"]["name"] == "infonce" and config["data"]["vocab"]["min_albums"] == 25  # experiment=best
+    assert config["text"]["name"] == "bow"
     assert wandb_run["run"].display_name == "data.batch_size=32,data.synthetic.albums=200,trainer.max_epochs=2"
 
     # TensorBoard: scalar events with our metric names, and the embedding projector's files

@@ -475,15 +475,17 @@ def _tokenise(
 
     Why not train-only: unpaired reviews (most of MARD) are never evaluated, and their words make the vocabulary
     richer; val/test reviews are left out so no held-out text shapes the vocabulary. ``albums`` (every album's
-    artist MBID and name) gives each review its artist for ``vocab.min_artists``.
+    artist MBID and name) gives each review its artist for ``vocab.min_artists``; the dir's album and artist counts
+    cap ``min_albums`` / ``min_artists`` (``vocab.spread_cap``).
     """
     from mte.data.text import Vocabulary
 
     held_out = reviews["split"].is_in(["val", "test"]).fill_null(False)
-    artists = _artist_keys(reviews["amazon_id"], albums) if config.vocab.min_artists > 1 else None
+    artists = _artist_keys(reviews["amazon_id"], albums)
+    totals = (reviews["amazon_id"].n_unique(), artists.n_unique())  # counts only: no held-out text shapes the vocab
     vocab = Vocabulary.build_from_words(words.filter(~held_out), config.vocab,
                                         albums=reviews["amazon_id"].filter(~held_out),
-                                        artists=artists.filter(~held_out) if artists is not None else None)
+                                        artists=artists.filter(~held_out), totals=totals)
     tokens = vocab.encode_words(words)
     return reviews.with_columns(tokens.alias("tokens")), vocab
 

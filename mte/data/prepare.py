@@ -118,9 +118,10 @@ class PrepareConfig:
                                      f"got {list(self.text_fields)}")
         vocab = self.vocab
         if vocab.size < 2 or vocab.max_length < 0 or vocab.min_freq < 0 or vocab.min_albums < 1 \
-                or vocab.min_artists < 1:
+                or vocab.min_artists < 1 or not 0 < vocab.spread_cap <= 1:
             raise PrepareConfigError(f"bad data.vocab {asdict(vocab)}: size >= 2, max_length >= 0, "
-                                     f"min_freq >= 0, min_albums >= 1, min_artists >= 1")
+                                     f"min_freq >= 0, min_albums >= 1, min_artists >= 1, "
+                                     f"0 < spread_cap <= 1")
 
     def key_dict(self) -> dict[str, Any]:
         """The config as it enters the cache key: JSON-able, ``workers`` left out."""

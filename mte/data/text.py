@@ -23,6 +23,7 @@ tokenizer's words; texts with any non-ASCII character go through the tokenizer's
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -59,6 +60,9 @@ class VocabConfig:
     # the same, counted in artists (one artist's albums count once): a name of an artist with many albums passes a
     # min_albums filter, but not this one; 1 = off
     min_artists: int = 1
+    # min_albums / min_artists never exceed this share of the albums / artists whose reviews the dir holds: in a
+    # small dir an absolute count would also drop genre words (25 albums may be every jazz album of 300)
+    spread_cap: float = 0.01
     lowercase: bool = True
     remove_stopwords: bool = True
     max_length: int = 400  # tokens kept per text, counted after stop-word removal
@@ -187,11 +191,14 @@ class Vocabulary:
         stopwords: Sequence[str] | None = None,
         albums: pl.Series | None = None,
         artists: pl.Series | None = None,
+        totals: tuple[int, int] | None = None,
     ) -> Vocabulary:
         """Like :meth:`build`, from :func:`split_words` output (prepare splits the reviews once for both steps).
 
         ``albums`` / ``artists`` (each text's album id / artist key, row-aligned) are needed when ``cfg.min_albums``
-        / ``cfg.min_artists`` > 1: a word must then occur in the texts of at least that many albums / artists."""
+        / ``cfg.min_artists`` > 1: a word must then occur in the texts of at least that many albums / artists.
+        ``totals``: how many albums and artists the dir holds; each minimum is capped at ``cfg.spread_cap`` of its
+        total (never below 1). Without it (a vocabulary built outside prepare) the minimums apply as given."""
         import polars as pl
 
         if cfg.size < 2:
@@ -201,7 +208,10 @@ class Vocabulary:
         stop = _stop_forms(stopwords if stopwords is not None else load_stopwords(), cfg.lowercase)
         stop = stop if cfg.remove_stopwords else []
         counts = words.explode().drop_nulls().to_frame("word").group_by("word").len()
-        for what, minimum, keys in (("album id", cfg.min_albums, albums), ("artist key", cfg.min_artists, artists)):
+        caps = [max(1, math.ceil(cfg.spread_cap * t)) for t in totals] if totals is not None else [None, None]
+        for what, minimum, keys, cap in (("album id", cfg.min_albums, albums, caps[0]),
+                                         ("artist key", cfg.min_artists, artists, caps[1])):
+            minimum = min(minimum, cap) if cap is not None else minimum
             if minimum > 1:
                 counts = counts.join(_words_in_texts_of(words, keys, minimum, what), on="word", how="semi")
         counts = (
