@@ -481,11 +481,13 @@ def _tokenise(
     from mte.data.text import Vocabulary
 
     held_out = reviews["split"].is_in(["val", "test"]).fill_null(False)
-    artists = _artist_keys(reviews["amazon_id"], albums)
-    totals = (reviews["amazon_id"].n_unique(), artists.n_unique())  # counts only: no held-out text shapes the vocab
+    # the artist grouping only when the vocabulary asks for it (a union-find over every album of the dir)
+    artists = _artist_keys(reviews["amazon_id"], albums) if config.vocab.min_artists > 1 else None
+    totals = (reviews["amazon_id"].n_unique(), artists.n_unique() if artists is not None else 0)  # counts only
     vocab = Vocabulary.build_from_words(words.filter(~held_out), config.vocab,
                                         albums=reviews["amazon_id"].filter(~held_out),
-                                        artists=artists.filter(~held_out), totals=totals)
+                                        artists=artists.filter(~held_out) if artists is not None else None,
+                                        totals=totals)
     tokens = vocab.encode_words(words)
     return reviews.with_columns(tokens.alias("tokens")), vocab
 
