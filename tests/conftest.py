@@ -72,3 +72,19 @@ def processed_dir(synthetic_raw: Path, session_tmp: Path) -> Path:
     from mte.data.prepare import PrepareConfig, prepare
 
     return prepare(synthetic_raw, PrepareConfig(split="album"), processed_dir=session_tmp / "processed-small")
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny randomly initialised DistilBERT saved like a hub model (seed 0); treat it as read-only."""
+    from helpers import save_tiny_distilbert
+
+    return save_tiny_distilbert(tmp_path_factory.mktemp("tiny-distilbert"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def other_tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another tiny DistilBERT (seed 1): other weights, the same tokenizer."""
+    from helpers import save_tiny_distilbert
+
+    return save_tiny_distilbert(tmp_path_factory.mktemp("tiny-distilbert-2"), seed=1)

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import save_tiny_distilbert
 
 from mte.models import feature_cache
 from mte.models.feature_cache import cache_key, cached_text_features
@@ -47,16 +46,6 @@ def make_texts(n: int, seed: int = 0) -> list[str]:
 
 
 TEXTS = make_texts(40)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_distilbert(tmp_path_factory.mktemp("tiny-distilbert"), seed=0)
-
-
-@pytest.fixture(scope="module")
-def other_tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_distilbert(tmp_path_factory.mktemp("tiny-distilbert-2"), seed=1)
 
 
 def encoder(path: Path, pooling: str = "mean", max_length: int | str = 64) -> HFEncoder:

@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import save_tiny_distilbert
 from torch import nn
 
 from mte import paths
@@ -39,16 +38,6 @@ TEXTS = [
     "",
     "The production is muddy but the songs are great, especially the second half of the album.",
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_distilbert(tmp_path_factory.mktemp("tiny-distilbert"), seed=0)
-
-
-@pytest.fixture(scope="module")
-def other_tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_distilbert(tmp_path_factory.mktemp("tiny-distilbert-2"), seed=1)
 
 
 @pytest.fixture()
