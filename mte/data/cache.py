@@ -86,7 +86,8 @@ def cache_key(fingerprint: str, config: PrepareConfig, reference: str | None = N
 
 
 # ---------------------------------------------------------------------------------------------------- manifest
-def _load_manifest(target: Path) -> dict[str, Any] | None:
+def load_manifest(target: Path) -> dict[str, Any] | None:
+    """The ``manifest.json`` of ``target`` as written, complete dir or not; None when unreadable or absent."""
     try:
         manifest = json.loads((target / MANIFEST).read_bytes())
     except (OSError, ValueError):
@@ -98,7 +99,7 @@ def read_manifest(target: Path, key: str | None = None, any_version: bool = Fals
     """The manifest of a *complete* processed dir of this format (matching ``key`` when given), else None.
 
     ``any_version``: any format prepare wrote (a reference only needs its vocabulary and feature statistics)."""
-    manifest = _load_manifest(target)
+    manifest = load_manifest(target)
     if manifest is None or not (_is_own_manifest(manifest) if any_version
                                 else manifest.get("format_version") == FORMAT_VERSION):
         return None
@@ -155,7 +156,7 @@ def check_replaceable(target: Path, key: str | None = None, *, overwrite: bool =
                              f"data.processed_dir")
     if not any(target.iterdir()):
         return
-    manifest = _load_manifest(target)
+    manifest = load_manifest(target)
     if not _is_own_manifest(manifest):
         raise ReplaceRefused(f"refusing to replace {target}: it is not empty and not a processed dir written by "
                              f"mte (no mte {MANIFEST}); choose another data.processed_dir")

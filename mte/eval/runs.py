@@ -9,7 +9,6 @@ are imported, so ``python -m mte.report`` starts in a second.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from mte.data.cache import load_manifest
 from mte.eval.results import read_results, run_dir_of_checkpoint
 
 PAPER_TABLE1: dict[str, tuple[str, tuple[float, float, float]]] = {
@@ -112,7 +112,7 @@ class Run:
         that dir is gone (copied runs, a cleaned cache) the split's name decides, size unknown.
         """
         processed = self.payload.get("processed_dir")
-        manifest = _read_json(Path(str(processed)) / "manifest.json") if processed else None
+        manifest = load_manifest(Path(str(processed))) if processed else None
         if isinstance(manifest, dict) and manifest.get("leaky"):
             return Leak.from_manifest(manifest)
         if self.split == "published" and not isinstance(manifest, dict):
@@ -168,13 +168,6 @@ class Leak:
                 share = f"{100 * shared / total:.0f}%"
                 parts.append(f"{int(shared)} of {int(total)} {split} albums ({share}) also in train")
         return cls("; ".join(parts) or "manifest says leaky (no counts)")
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _natural_key(path: Path) -> list[Any]:
