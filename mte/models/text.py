@@ -64,6 +64,11 @@ class BagOfWords(nn.Module):
     ``sparse=True`` gives the table sparse gradients (only the rows a batch used), which LazyAdam turns into
     row-wise updates; plain torch Adam/AdamW reject sparse gradients, hence off by default.
 
+    ``word_dropout=p`` drops each real token of a training review with probability p before pooling (the mean is
+    then over the words kept; evaluation reads every word). Why: a review names its album through a few words, and a
+    branch that leans on them memorises the training catalogue; hiding a random share of the words each epoch makes
+    it use the rest of what a review says (word dropout, Iyyer et al. 2015, "Deep unordered composition").
+
     ``pooling="padded_mean"`` is the published code's mean: ``torch.mean`` over all ``padded_length`` (400)
     positions of the left-padded review, padding (a zero vector) included — the sum of the word vectors divided by
     400 whatever the review's length, so short reviews get short vectors. ``"mean"`` (default) averages the real
@@ -81,8 +86,11 @@ class BagOfWords(nn.Module):
         skip_unknown: bool = False,
         pooling: Literal["mean", "padded_mean"] = "mean",
         padded_length: int = 400,
+        word_dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= word_dropout < 1.0:
+            raise ValueError(f"text.word_dropout must be in [0, 1), got {word_dropout}")
         if weighting not in ("none", "idf"):
             raise ValueError(f"text.weighting must be 'none' or 'idf', got {weighting!r}")
         if pooling not in ("mean", "padded_mean"):
@@ -94,6 +102,7 @@ class BagOfWords(nn.Module):
             raise ValueError(f"text.padded_length must be >= 1, got {padded_length}")
         self.weighting, self.skip_unknown = weighting, skip_unknown
         self.pooling, self.padded_length = pooling, int(padded_length)
+        self.word_dropout = float(word_dropout)
         weighted = weighting == "idf" or skip_unknown
         self.embedding = nn.EmbeddingBag(
             vocab_size,
@@ -121,6 +130,8 @@ class BagOfWords(nn.Module):
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         tokens = batch["tokens"]
+        if self.training and self.word_dropout > 0:
+            tokens = drop_words(tokens, self.word_dropout)
         if tokens.shape[1] == 0:  # EmbeddingBag rejects width-0 input; a batch of empty reviews is all zeros
             return self.embedding.weight.new_zeros(tokens.shape[0], self.out_dim)
         table, mode, sparse = self.embedding.weight, self.embedding.mode, self.embedding.sparse
@@ -131,6 +142,11 @@ class BagOfWords(nn.Module):
         weight = self.token_weight[tokens]
         weight = weight / weight.sum(dim=1, keepdim=True).clamp(min=torch.finfo(weight.dtype).tiny)
         return embedding_bag(table, tokens, mode, per_sample_weights=weight.to(table.dtype), sparse=sparse)
+
+
+def drop_words(tokens: torch.Tensor, p: float) -> torch.Tensor:
+    """``tokens`` with each entry replaced by padding with probability ``p`` (padding stays padding)."""
+    return tokens.masked_fill(torch.rand(tokens.shape, device=tokens.device) < p, PAD_ID)
 
 
 def document_frequencies(token_lists: Sequence[Sequence[int] | None], vocab_size: int) -> torch.Tensor:
@@ -366,7 +382,8 @@ def build_text_backbone(cfg: Mapping[str, Any], vocab_size: int) -> nn.Module:
 
     Keys by ``name``:
       bow:  word_dim (300), sparse (False: sparse embedding gradients, for LazyAdam), weighting ("none" | "idf"),
-            skip_unknown (False), pooling ("mean" | "padded_mean": sum / padded_length, published), padded_length (400)
+            skip_unknown (False), pooling ("mean" | "padded_mean": sum / padded_length, published), padded_length (400),
+            word_dropout (0.0: share of a training review's words hidden each step)
       tfidf: bow with weighting "idf" and skip_unknown True by default (a learnt map of the TF-IDF vector)
       lstm: word_dim (300), hidden (256), num_layers (1), dropout (0.0), sparse (False)
       hf:   pretrained ("distilbert-base-uncased"; a local dir or "minilm" work too), freeze (True),
@@ -384,6 +401,7 @@ def build_text_backbone(cfg: Mapping[str, Any], vocab_size: int) -> nn.Module:
             skip_unknown=bool(cfg.get("skip_unknown", name == "tfidf")),
             pooling=cfg.get("pooling", "mean"),
             padded_length=int(cfg.get("padded_length", 400)),
+            word_dropout=float(cfg.get("word_dropout", 0.0)),
         )
     if name == "lstm":
         return BiLSTM(
