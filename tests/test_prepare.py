@@ -84,9 +84,13 @@ def test_table_schemas(data: ProcessedData) -> None:
     assert data.tracks.schema == pl.Schema({
         "track_idx": pl.UInt32, "amazon_id": pl.String, "mbid": pl.String, "file": pl.String,
         "tag_artist": pl.String, "tag_album": pl.String, "tag_title": pl.String, "tag_genre": pl.String,
-        "split": pl.String, "features": pl.Array(pl.Float32, 369),
+        "split": pl.String,
     })
     assert data.feature_names == feature_names("seed369")
+    # the descriptor values: features.npy, one float32 row per track in track_idx order
+    matrix = np.load(data.root / "features.npy")
+    assert matrix.dtype == np.float32 and matrix.shape == (len(data.tracks), 369)
+    assert data.raw_features() is data.features and np.array_equal(data.raw_features(), matrix)
 
 
 def test_row_orders_and_ids(data: ProcessedData) -> None:
@@ -254,7 +258,7 @@ def test_other_feature_sets(raw: Path, tmp_path: Path, features: str) -> None:
     else:
         assert d.feature_names == sorted(d.feature_names) and len(d.feature_names) > 369
         assert set(feature_names("seed369") or []) <= set(d.feature_names)
-    assert d.tracks["features"].dtype == pl.Array(pl.Float32, len(d.feature_names))
+    assert d.raw_features().shape == (len(d.tracks), len(d.feature_names)) and d.raw_features().dtype == np.float32
     assert np.isfinite(d.standardized_features()).all()
 
 
@@ -324,6 +328,22 @@ def test_stale_tmp_dirs_are_ignored_and_removed(raw: Path, tmp_path: Path) -> No
     out = prepare(raw, PrepareConfig(workers=1), cache_dir=cache, verbose=False)
     assert out == key_dir and ProcessedData.load(out).manifest["cache_key"] == key_dir.name
     assert not stale.exists() and not other_stale.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "other_shape"])
+def test_damaged_feature_matrix_is_a_one_line_error(processed: Path, tmp_path: Path, damage: str) -> None:
+    """A features.npy that cut off mid-write or that belongs to another dir is refused by name, never read as
+    descriptor values for the tracks it happens to line up with."""
+    target = tmp_path / "p"
+    shutil.copytree(processed, target)
+    path = target / "features.npy"
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        np.save(path, np.zeros((3, 369), np.float32))
+    with pytest.raises(ProcessedDirError, match=r"features\.npy.*prepare it again") as info:
+        ProcessedData.load(target)
+    assert "\n" not in str(info.value)
 
 
 def test_dir_without_manifest_is_not_trusted(raw: Path, tmp_path: Path) -> None:

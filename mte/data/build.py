@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mte.cli import UserError
-from mte.data.cache import MANIFEST, InputScan, json_text, listed_files, write_json
+from mte.data.cache import MANIFEST, InputScan, json_text, listed_files, write_feature_matrix, write_json
 from mte.data.mard import DESCRIPTOR_DIR, Ledger
 from mte.data.names import SPLITS, TEXT_FIELDS
 from mte.paths import atomic_write
@@ -96,8 +96,9 @@ def build(
         reviews = reviews.with_columns(vocab.encode_words(words).alias("tokens"))
     del words
     stages.done("vocab_encode")
-    reviews, tracks = _final_columns(reviews, tracks, matrix)
+    reviews, tracks = _final_columns(reviews, tracks)
     _write_tables(out, {"albums": albums, "reviews": reviews, "tracks": tracks})
+    write_feature_matrix(out, matrix)
     if ref is None:
         mean, std, n_train_tracks = _feature_stats(matrix, tracks["split"].to_numpy() == "train")
         write_json(out / "features.json", {
@@ -187,9 +188,10 @@ def _join_and_split(
 
 
 def _final_columns(
-    reviews: pl.DataFrame, tracks: pl.DataFrame, matrix: np.ndarray
+    reviews: pl.DataFrame, tracks: pl.DataFrame
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The contract's column order, row-number ids, and the features as a fixed-size Array column."""
+    """The contract's column order and row-number ids (a track's descriptor values are row ``track_idx`` of
+    features.npy)."""
     import polars as pl
 
     reviews = reviews.select(
@@ -199,7 +201,7 @@ def _final_columns(
     tracks = tracks.select(
         pl.int_range(pl.len(), dtype=pl.UInt32).alias("track_idx"),
         "amazon_id", "mbid", "file", "tag_artist", "tag_album", "tag_title", "tag_genre", "split",
-    ).with_columns(pl.Series("features", matrix, dtype=pl.Array(pl.Float32, matrix.shape[1])))
+    )
     return reviews, tracks
 
 

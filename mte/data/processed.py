@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from mte.cli import UserError
-from mte.data.cache import DATA_NAMES
+from mte.data.cache import DATA_NAMES, FEATURES_MATRIX
 from mte.data.names import SPLITS
 from mte.data.text import Vocabulary
 
@@ -32,6 +32,7 @@ class ProcessedData:
     albums: pl.DataFrame
     reviews: pl.DataFrame
     tracks: pl.DataFrame
+    features: np.ndarray  # raw descriptor values, float32 [len(tracks), len(feature_names)] (features.npy)
     feature_names: list[str]
     feature_mean: np.ndarray
     feature_std: np.ndarray
@@ -45,12 +46,15 @@ class ProcessedData:
         manifest = _read_manifest(root)
         features = json.loads((root / "features.json").read_text(encoding="utf-8"))
         splits = json.loads((root / "splits.json").read_text(encoding="utf-8"))
+        tracks = pl.read_parquet(root / "tracks.parquet")
+        names = list(features["names"])
         return cls(
             root=root,
             albums=pl.read_parquet(root / "albums.parquet"),
             reviews=pl.read_parquet(root / "reviews.parquet"),
-            tracks=pl.read_parquet(root / "tracks.parquet"),
-            feature_names=list(features["names"]),
+            tracks=tracks,
+            features=_read_feature_matrix(root / FEATURES_MATRIX, len(tracks), len(names)),
+            feature_names=names,
             feature_mean=np.asarray(features["mean"], dtype=np.float64),
             feature_std=np.asarray(features["std"], dtype=np.float64),
             manifest=manifest,
@@ -67,10 +71,7 @@ class ProcessedData:
 
     def raw_features(self) -> np.ndarray:
         """(n_tracks, D) float32 raw descriptor values, in track_idx order."""
-        d = len(self.feature_names)
-        if len(self.tracks) == 0:
-            return np.zeros((0, d), np.float32)
-        return self.tracks["features"].to_numpy().reshape(len(self.tracks), d).astype(np.float32, copy=False)
+        return self.features
 
     def standardized_features(self) -> np.ndarray:
         """(n_tracks, D) float32 ``(x - mean) / std`` with the TRAIN-split statistics from features.json."""
@@ -106,6 +107,19 @@ class ProcessedData:
         ids = pl.Series(self.split_albums(split), dtype=pl.String)
         mask = table.get_column("amazon_id").is_in(ids.implode())
         return np.flatnonzero(mask.to_numpy()).astype(np.int64)
+
+
+def _read_feature_matrix(path: Path, n_tracks: int, n_features: int) -> np.ndarray:
+    """features.npy, checked against the tracks table and the feature names (one-line error otherwise)."""
+    try:
+        matrix = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ProcessedDirError(f"{path}: not a readable descriptor matrix ({e}); prepare it again") from None
+    if matrix.dtype != np.float32 or matrix.shape != (n_tracks, n_features):
+        raise ProcessedDirError(f"{path}: holds {matrix.dtype}{list(matrix.shape)}, expected float32"
+                                f"[{n_tracks}, {n_features}] (tracks.parquet rows × features.json names); "
+                                "prepare it again")
+    return matrix
 
 
 def _read_manifest(root: Path) -> dict[str, Any]:

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from mte.cli import UserError
-from mte.data.cache import FORMAT_MARK, FORMAT_VERSION, listed_files
+from mte.data.cache import FORMAT_MARK, FORMAT_VERSION, listed_files, write_feature_matrix
 from mte.data.names import SPLITS, TEXT_FIELDS
 from mte.data.text import Vocabulary
 from mte.paths import cache_root
@@ -260,14 +260,13 @@ class InputContract:
                              f"{len(self.feature_names)} ({self.feature_set})")
         if not self.standardize:
             return raw.astype(np.float32)
-        # (x − mean) / std in float64, rounded once to float32 — in blocks of rows: the same numbers without three
-        # full-size float64 temporaries (full MARD: 28k × 2,649 values, 600 MB each; 4x faster at start-up)
+        # (x − mean) / std in float64, rounded once to float32 — in blocks of rows that stay in cache: the same
+        # numbers without full-size float64 temporaries (full MARD: 28k × 2,649 values, 600 MB each)
         out = np.empty(raw.shape, dtype=np.float32)
-        for lo in range(0, len(raw), 1024):
-            block = raw[lo : lo + 1024].astype(np.float64)
-            np.subtract(block, self.feature_mean, out=block)
+        for lo in range(0, len(raw), 256):
+            block = np.subtract(raw[lo : lo + 256], self.feature_mean)  # float64: the mean is
             np.divide(block, self.feature_std, out=block)
-            out[lo : lo + 1024] = block
+            out[lo : lo + 256] = block
         return out
 
     # -- identity ----------------------------------------------------------------------------------------------
@@ -343,6 +342,7 @@ class InputContract:
         # data is not part of its contract, only how data becomes input.
         for table in ("albums", "reviews", "tracks"):
             pl.DataFrame().write_parquet(out / f"{table}.parquet")
+        write_feature_matrix(out, np.zeros((0, len(self.feature_names)), np.float32))
         (out / "splits.json").write_text(json.dumps({name: [] for name in SPLITS}) + "\n", encoding="utf-8")
         manifest = {
             "format": FORMAT_MARK,
