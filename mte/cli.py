@@ -7,6 +7,7 @@ with status 2. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import gc
 import re
 import sys
 from collections.abc import Iterator
@@ -25,6 +26,38 @@ def user_errors() -> Iterator[None]:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
+
+
+def freeze_live_objects() -> None:
+    """Exempt every object alive now from Python's cyclic garbage collector (``gc.freeze``).
+
+    Why: a training process holds torch's, Lightning's and transformers' module graphs — millions of objects
+    that live until exit. Each full collection walks all of them, and the interpreter's shutdown walks them once
+    more: measured on the dev machine, exiting after ``import torch, pytorch_lightning`` took 1.3 s, 0.2 s after
+    ``gc.freeze()``. Entry points call this once the long-lived objects exist (after set-up, and when the work is
+    done). Reference counting still frees everything as usual, files are still flushed and ``atexit`` handlers
+    still run; only cycles among the frozen objects are never reclaimed, which the process's exit does anyway.
+    """
+    gc.freeze()
+
+
+@contextmanager
+def imports_outside_gc() -> Iterator[None]:
+    """Run a block of heavy imports (torch, Lightning) with the cyclic collector paused, then freeze what they
+    loaded (:func:`freeze_live_objects`).
+
+    Why: importing creates objects that live until exit, and the collector's full passes over the growing heap
+    during the imports cost ~0.7 s of a training run's start-up (seven passes, measured with ``gc.callbacks``).
+    Imports make next to no cyclic garbage, so pausing the collector frees nothing later than it would have.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        freeze_live_objects()
+        if enabled:
+            gc.enable()
 
 
 # Values that are free text or file paths: quoted for Hydra by quote_free_values (see there).

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from mte.cli import user_errors
+from mte.cli import freeze_live_objects, user_errors
 from mte.paths import config_dir
 
 
@@ -35,3 +35,4 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     main()
+    freeze_live_objects()  # the interpreter's exit then skips a collection over every loaded module

@@ -151,21 +151,23 @@ def test_touches_val(data: Any) -> bool:
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train (and test) one configuration; returns the flat metrics also written to ``<run dir>/metrics.json``."""
+    from mte.cli import imports_outside_gc
     from mte.train.checks import check_train_config, check_train_split
     from mte.train.threads import apply_threads, resolve_threads
 
     check_train_config(cfg)  # one-line errors before anything slow (mte/train/checks.py)
     apply_threads(resolve_threads(cfg.get("runtime")))  # before torch starts any parallel work
     quiet_known_warnings()
-    import pytorch_lightning as pl
-    from hydra.utils import instantiate
+    with imports_outside_gc():
+        import pytorch_lightning as pl
+        from hydra.utils import instantiate
 
-    from mte.data.prepare import prepare_from_config
-    from mte.data.processed import ProcessedData
-    from mte.eval.results import print_summary, write_results
-    from mte.train.baselines import BASELINES, run_baseline
-    from mte.train.callbacks import apply_selection
-    from mte.train.loggers import build_loggers, finish_loggers
+        from mte.data.prepare import prepare_from_config
+        from mte.data.processed import ProcessedData
+        from mte.eval.results import print_summary, write_results
+        from mte.train.baselines import BASELINES, run_baseline
+        from mte.train.callbacks import apply_selection
+        from mte.train.loggers import build_loggers, finish_loggers
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     data = ProcessedData.load(prepare_from_config(cfg.data))
