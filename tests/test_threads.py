@@ -3,12 +3,21 @@ applies it before torch does any work."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
-from mte.train.threads import MAX_AUTO_THREADS, ThreadsError, auto_threads, parse_threads, resolve_threads
+from mte.train.threads import (
+    MAX_AUTO_THREADS,
+    CpuClock,
+    ThreadsError,
+    auto_threads,
+    parse_threads,
+    resolve_threads,
+)
 
 
 @pytest.mark.parametrize(
@@ -54,3 +63,47 @@ def test_apply_sets_intra_and_inter_op_threads_in_a_fresh_process():
             "print(apply_threads(3), torch.get_num_threads(), torch.get_num_interop_threads())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.split() == ["3", "3", "3"]
+
+
+def test_clock_counts_a_busy_neighbour_and_not_this_process():
+    """A child spinning for a second shows as about one busy core; this process's own spinning does not count."""
+    clock = CpuClock(min_window=0.0)
+    spin = "import time\nt = time.time()\nwhile time.time() - t < 1.5: pass"
+    child = subprocess.Popen([sys.executable, "-c", spin])
+    time.sleep(0.3)  # the interpreter is up and spinning
+    clock.others_busy()
+    time.sleep(1.0)
+    neighbour = clock.others_busy()
+    child.wait(timeout=30)
+    assert neighbour > 0.6, neighbour
+    clock.others_busy()
+    start = time.process_time()
+    while time.process_time() - start < 0.5:
+        pass
+    assert clock.others_busy() < neighbour - 0.3
+
+
+def test_clock_reads_busy_time_of_this_process_cpus(tmp_path, monkeypatch):
+    """busy = all fields − idle − iowait, on the CPUs this process may use only, per second of wall time."""
+    stat = tmp_path / "stat"
+    cpus = sorted(os.sched_getaffinity(0))
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def write(busy_ticks: int) -> None:
+        lines = ["cpu  9 9 9 9 9 9 9 9 0 0"]
+        lines += [f"cpu{i} {busy_ticks} 0 0 500 7 0 0 0 0 0" for i in cpus]
+        lines.append(f"cpu{max(cpus) + 1} 99999 0 0 0 0 0 0 0 0 0")  # a CPU this process may not use
+        stat.write_text("\n".join(lines) + "\n")
+
+    monkeypatch.setattr(time, "process_time", lambda: 0.0)  # this process uses no CPU in between
+    write(0)
+    clock = CpuClock(stat_path=str(stat), min_window=0.0)
+    write(tick)  # every allowed CPU busy for one second
+    time.sleep(0.5)
+    busy = clock.others_busy()
+    assert len(cpus) * 0.5 < busy <= len(cpus) / 0.5
+
+
+def test_clock_falls_back_to_the_load_average_without_proc_stat(tmp_path):
+    clock = CpuClock(stat_path=str(tmp_path / "missing"), min_window=0.0)
+    assert clock.others_busy() == os.getloadavg()[0]

@@ -3,11 +3,16 @@
 Why a key: torch's intra-op pool starts one thread per core and every parallel op waits for all of them. On a CPU
 that other processes share, a thread that loses its core stalls the whole op: measured on the 2-core dev machine
 with two other jobs running, a bag-of-words step took 440 ms with torch's default of 2 threads against 24 ms with 1.
-The steps of these models are small (batch 128, a few hundred columns), so extra threads buy little even on an idle
-machine, and a lost core costs an order of magnitude. ``auto`` therefore takes the cores this process may run on,
-less what the other processes already keep busy (the 1-minute load average), at least 1 and at most
-:data:`MAX_AUTO_THREADS`; ``OMP_NUM_THREADS``, when set, is the user's explicit choice and wins over ``auto``.
+``auto`` therefore takes the cores this process may run on, less those the other processes keep busy, at least 1
+and at most :data:`MAX_AUTO_THREADS`; ``OMP_NUM_THREADS``, when set, is the user's explicit choice and wins.
 A number sets exactly that many.
+
+How busy the other processes are is measured, not guessed from the load average: the 1-minute load average lags by
+a minute, so each job of a sweep saw the job before it (a core's worth of load) and took 1 thread on an idle
+2-core machine. :class:`CpuClock` reads the busy time of this process's CPUs from ``/proc/stat`` and subtracts this
+process's own CPU time, over the window since the module was imported (the entry point imports it first, so the
+window is the config composition) or since the previous run of the process; the load average is the fallback
+where ``/proc/stat`` is not there.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,19 +44,67 @@ def available_cores() -> int:
 
 def auto_threads(cores: int | None = None, load: float | None = None, env: Mapping[str, str] | None = None) -> int:
     """The ``auto`` thread count: ``OMP_NUM_THREADS`` when set to a positive integer, else the cores left idle by
-    the other processes — ``cores − round(load)`` — clamped to ``[1, min(cores, MAX_AUTO_THREADS)]``."""
+    the other processes — ``cores − round(load)`` — clamped to ``[1, min(cores, MAX_AUTO_THREADS)]``.
+
+    ``load``: cores' worth of CPU the other processes use; measured by :data:`CLOCK` when not given."""
     env = os.environ if env is None else env
     explicit = env.get("OMP_NUM_THREADS", "").strip()
     if explicit.isdigit() and int(explicit) > 0:
         return int(explicit)
     cores = available_cores() if cores is None else cores
     if load is None:
-        try:
-            load = os.getloadavg()[0]
-        except OSError:  # pragma: no cover - no load average on this platform
-            load = 0.0
+        load = CLOCK.others_busy()
     idle = cores - math.floor(load + 0.5)
     return max(1, min(idle, cores, MAX_AUTO_THREADS))
+
+
+class CpuClock:
+    """Cores' worth of CPU that processes other than this one used lately, on the CPUs this process may run on.
+
+    Each reading covers the window since the previous one (the first: since construction); a window shorter than
+    ``min_window`` seconds is first stretched by sleeping, since a few jiffies say nothing.
+    """
+
+    def __init__(self, stat_path: str = "/proc/stat", min_window: float = 0.2) -> None:
+        self.stat_path, self.min_window = stat_path, min_window
+        self._last = self._sample()
+
+    def _sample(self) -> tuple[float, float, float] | None:
+        """(wall seconds, busy seconds of this process's CPUs, this process's CPU seconds), or None off Linux."""
+        try:
+            allowed = {f"cpu{i}" for i in os.sched_getaffinity(0)}
+            with open(self.stat_path, encoding="ascii") as f:
+                lines = f.read().splitlines()
+        except (AttributeError, OSError):
+            return None
+        tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        busy = 0
+        for line in lines:
+            name, *fields = line.split()
+            if name in allowed and len(fields) >= 5:
+                # user nice system idle iowait irq softirq steal …: busy = all − idle − iowait (guest is in user)
+                values = [int(v) for v in fields[:8]]
+                busy += sum(values) - values[3] - values[4]
+        return time.monotonic(), busy / tick, time.process_time()
+
+    def others_busy(self) -> float:
+        """Cores' worth of CPU the other processes used since the last reading (the load average without
+        ``/proc/stat``)."""
+        start = self._last
+        if start is not None and time.monotonic() - start[0] < self.min_window:
+            time.sleep(self.min_window - (time.monotonic() - start[0]))
+        end = self._last = self._sample()
+        if start is None or end is None or end[0] <= start[0]:
+            try:
+                return os.getloadavg()[0]
+            except OSError:  # pragma: no cover - no load average on this platform
+                return 0.0
+        wall, busy, own = (b - a for a, b in zip(start, end, strict=True))
+        return max(busy - own, 0.0) / wall
+
+
+# Started on import: ``python -m mte.train`` imports this module before Hydra composes the config.
+CLOCK = CpuClock()
 
 
 def parse_threads(value: Any) -> int | None:
