@@ -99,6 +99,9 @@ BAD_SETTINGS = [
     ("trainer.max_epochs=0", "at least 1 epoch"),
     ("trainer.max_epochs=-1", "at least 1 epoch"),  # -1 = endless unless max_steps bounds it
     ("data.features=mfcc", "seed169, seed369, lowlevel_all"),
+    ("text.word_dropout=1.0", "text.word_dropout=1.0: must be a share in [0, 1)"),
+    ("audio.dropout=-0.1", "audio.dropout=-0.1"),
+    ("model.text_dropout=yes", "model.text_dropout='yes'"),
     ("ckpt_path=/no/such/run/last.ckpt", "does not exist"),
     ("sampler=neighborhood", "loss=infonce has no neighbourhood terms"),  # the default loss is InfoNCE
 ]

@@ -69,3 +69,31 @@ def test_tfidf_config_builds_an_idf_bag_and_saves_its_weights():
     assert "token_weight" not in build_text_backbone({"name": "bow", "word_dim": 4}, vocab_size=7).state_dict()
     with pytest.raises(ValueError, match="weighting"):
         BagOfWords(5, weighting="bm25")
+
+
+def test_word_dropout_averages_a_random_subset_in_training_and_every_word_in_evaluation():
+    """With one-hot word vectors the pooled vector shows which words were kept: in training a random share
+    ``1 − p`` of the review's words, averaged among themselves (dropped words are not zeros in the mean); in
+    evaluation all of them."""
+    torch.manual_seed(0)
+    vocab, words = 64, list(range(2, 62))
+    bag = build_text_backbone({"name": "bow", "word_dim": vocab, "word_dropout": 0.25}, vocab_size=vocab)
+    assert isinstance(bag, BagOfWords) and bag.word_dropout == 0.25
+    with torch.no_grad():
+        bag.embedding.weight.copy_(torch.eye(vocab))
+    batch = _batch([words] * 200)
+    bag.train()
+    out = bag(batch)
+    kept = out > 0
+    assert not kept[:, [PAD_ID, UNK_ID, 62, 63]].any()  # only the review's own words
+    counts = kept.sum(dim=1, keepdim=True)
+    torch.testing.assert_close(out[kept], (1.0 / counts.expand_as(out))[kept])  # a mean over the kept words
+    assert abs(kept.float().mean().item() * vocab / len(words) - 0.75) < 0.02
+    bag.eval()
+    torch.testing.assert_close(bag(batch)[0, words], torch.full((len(words),), 1.0 / len(words)))
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0])
+def test_word_dropout_outside_zero_to_one_is_refused(p):
+    with pytest.raises(ValueError, match="word_dropout"):
+        BagOfWords(8, word_dim=3, word_dropout=p)

@@ -43,6 +43,9 @@ def check_settings(cfg: Mapping[str, Any]) -> None:
     _positive_int(model, "model.embed_dim")
     if not baseline:
         _positive_int(model, "model.hidden_dim")
+        _share(cfg.get("text") or {}, "text.word_dropout")
+        _share(model, "model.text_dropout")
+        _share(cfg.get("audio") or {}, "audio.dropout")
     data = cfg.get("data") or {}
     check_features(data.get("features"))
     if not baseline:
@@ -77,6 +80,15 @@ def _positive_int(group: Mapping[str, Any], dotted: str, minimum: int = 1, why: 
         need = "a positive integer" if minimum == 1 else f"an integer ≥ {minimum}"
         raise ConfigError(f"{dotted}={value!r}: must be {need}" + (f" ({why})" if why else ""))
     return value
+
+
+def _share(group: Mapping[str, Any], dotted: str) -> None:
+    """``group[key]``, when set, is a probability in [0, 1) (a dropout rate: 1 would drop everything)."""
+    value = group.get(dotted.rsplit(".", 1)[-1])
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise ConfigError(f"{dotted}={value!r}: must be a share in [0, 1)")
 
 
 def check_features(features: Any) -> None:
