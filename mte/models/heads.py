@@ -18,6 +18,28 @@ HeadKind = Literal["mlp", "linear"]
 HEAD_KINDS: tuple[str, ...] = ("mlp", "linear")
 
 
+def random_share(shape: torch.Size | tuple[int, ...], p: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """A bool tensor whose entries are True with probability ``p`` (exact to 2⁻³¹), from 31-bit random integers:
+    on the CPU twice as cheap as ``bernoulli_``, which draws element by element."""
+    return torch.empty(shape, dtype=torch.int32, device=device).random_() < int(p * 2**31)
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` whose CPU mask comes from 31-bit random integers instead of ``bernoulli_``.
+
+    Why: on the CPU, torch draws a dropout mask element by element (~13 ns each: 0.4 ms for a 128 × 256 batch, two
+    per step, 5% of a bag-of-words step on the dev machine); filling an int32 tensor with random bits and comparing
+    it with ``p · 2³¹`` gives the same Bernoulli(1 − p) mask, exact to 2⁻³¹, for half the cost of the whole
+    forward and backward. Kept rows are scaled by 1 / (1 − p), as torch does; other devices use torch's kernel.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or x.device.type != "cpu" or self.p >= 1:
+            return super().forward(x)
+        keep = random_share(x.shape, 1.0 - self.p)
+        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
+
+
 class ProjectionHead(nn.Module):
     """Feature vector [B, in_dim] → unit-length embedding [B, embed_dim].
 
@@ -50,7 +72,7 @@ class ProjectionHead(nn.Module):
                 layers.append(nn.BatchNorm1d(hidden_dim))
             layers.append(nn.ReLU())
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(Dropout(dropout))
             layers.append(nn.Linear(hidden_dim, embed_dim))
             self.net = nn.Sequential(*layers)
 

@@ -10,7 +10,6 @@ Lightning's automatic optimisation and LR schedulers work unchanged.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 
 import torch
@@ -50,7 +49,6 @@ class LazyAdam(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            beta1, beta2 = group["betas"]
             dense: list[torch.nn.Parameter] = []
             for param in group["params"]:
                 if param.grad is None:
@@ -64,9 +62,7 @@ class LazyAdam(Optimizer):
                 if not param.grad.is_sparse:
                     dense.append(param)
                     continue
-                step_size = group["lr"] / (1 - beta1 ** state["step"])
-                bias_correction2_sqrt = math.sqrt(1 - beta2 ** state["step"])
-                self._sparse_update(param, state, group, step_size, bias_correction2_sqrt)
+                self._sparse_update(param, state, group)
             if dense:
                 self._dense_update(dense, group)
         return loss
@@ -95,17 +91,26 @@ class LazyAdam(Optimizer):
         )
 
     @staticmethod
-    def _sparse_update(param, state, group, step_size: float, bc2_sqrt: float) -> None:
+    def _sparse_update(param, state, group) -> None:
+        """Adam on the rows the gradient touches: those rows of the weight and both moments are gathered, updated
+        by torch's Adam kernel (fused: one pass instead of eight element-wise ops; the unfused ``adam`` where no
+        fused kernel exists), and written back, with this step's bias corrections."""
         beta1, beta2 = group["betas"]
         rows, values = sparse_rows(param.grad)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         # index_select / index_copy_ (rows are unique): the same values as fancy indexing, without its overhead
-        avg_rows = exp_avg.index_select(0, rows).lerp_(values, 1 - beta1)
-        sq_rows = exp_avg_sq.index_select(0, rows).mul_(beta2).addcmul_(values, values, value=1 - beta2)
+        weight_rows = param.detach().index_select(0, rows)
+        avg_rows, sq_rows = exp_avg.index_select(0, rows), exp_avg_sq.index_select(0, rows)
+        adam(
+            [weight_rows], [values], [avg_rows], [sq_rows], [],
+            # the kernel counts the step itself; the sparse table's count is the optimiser's
+            [torch.tensor(float(state["step"] - 1), device=param.device)],
+            fused=_fused_ok([param]), amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=0.0,
+            eps=group["eps"], maximize=False,
+        )
+        param.detach().index_copy_(0, rows, weight_rows)
         exp_avg.index_copy_(0, rows, avg_rows)
         exp_avg_sq.index_copy_(0, rows, sq_rows)
-        denom = sq_rows.sqrt_().div_(bc2_sqrt).add_(group["eps"])
-        param.index_add_(0, rows, avg_rows.div_(denom), alpha=-step_size)
 
 
 def sparse_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
