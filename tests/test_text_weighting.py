@@ -97,3 +97,20 @@ def test_word_dropout_averages_a_random_subset_in_training_and_every_word_in_eva
 def test_word_dropout_outside_zero_to_one_is_refused(p):
     with pytest.raises(ValueError, match="word_dropout"):
         BagOfWords(8, word_dim=3, word_dropout=p)
+
+
+def test_head_dropout_keeps_a_share_scaled_up_and_passes_gradients_through_the_kept_entries_only():
+    """The CPU dropout of the projection heads: Bernoulli(1 − p) keeps, scaled by 1 / (1 − p), identity in eval."""
+    from mte.models.heads import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(0.3)
+    x = torch.ones(400, 500, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.005
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.7))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.7)
+    drop.eval()
+    assert drop(x) is x

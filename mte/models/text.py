@@ -29,6 +29,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from mte.data.text import PAD_ID, UNK_ID
 from mte.models.embedding_bag import embedding_bag
+from mte.models.heads import random_share
 
 InputKind = Literal["tokens", "hf", "features"]
 Pooling = Literal["cls", "mean"]
@@ -146,7 +147,7 @@ class BagOfWords(nn.Module):
 
 def drop_words(tokens: torch.Tensor, p: float) -> torch.Tensor:
     """``tokens`` with each entry replaced by padding with probability ``p`` (padding stays padding)."""
-    return tokens.masked_fill(torch.rand(tokens.shape, device=tokens.device) < p, PAD_ID)
+    return tokens.masked_fill(random_share(tokens.shape, p, tokens.device), PAD_ID)
 
 
 def document_frequencies(token_lists: Sequence[Sequence[int] | None], vocab_size: int) -> torch.Tensor:
@@ -383,7 +384,7 @@ def build_text_backbone(cfg: Mapping[str, Any], vocab_size: int) -> nn.Module:
     Keys by ``name``:
       bow:  word_dim (300), sparse (False: sparse embedding gradients, for LazyAdam), weighting ("none" | "idf"),
             skip_unknown (False), pooling ("mean" | "padded_mean": sum / padded_length, published), padded_length (400),
-            word_dropout (0.0: share of a training review's words hidden each step)
+            word_dropout (0.0: share of a training review's words hidden each step; other backbones say they ignore it)
       tfidf: bow with weighting "idf" and skip_unknown True by default (a learnt map of the TF-IDF vector)
       lstm: word_dim (300), hidden (256), num_layers (1), dropout (0.0), sparse (False)
       hf:   pretrained ("distilbert-base-uncased"; a local dir or "minilm" work too), freeze (True),
@@ -392,6 +393,9 @@ def build_text_backbone(cfg: Mapping[str, Any], vocab_size: int) -> nn.Module:
     "distilbert" and "minilm" are accepted as names too: hf with that default ``pretrained``.
     """
     name = cfg.get("name")
+    if name not in ("bow", "tfidf") and float(cfg.get("word_dropout") or 0.0) > 0:
+        # the default recipe sets it; with another backbone on top (text=distilbert) it has no meaning: say so
+        print(f"text: word_dropout applies to the bag-of-words branch only; text={name} reads every word")
     if name in ("bow", "tfidf"):
         return BagOfWords(
             vocab_size,
