@@ -68,13 +68,38 @@ PHASES = {
 }
 
 
+class _AfterImport:
+    """A ``sys.meta_path`` finder that calls ``callback(module)`` right after ``name`` is first imported, wherever
+    that happens: the child patches Lightning when the run imports it, not before (importing it up front would move
+    that cost out of the run and hide what the run overlaps with it)."""
+
+    def __init__(self, name: str, callback: Any) -> None:
+        self.name, self.callback = name, callback
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        import importlib.util
+
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        exec_module = spec.loader.exec_module
+
+        def exec_and_patch(module: Any) -> None:
+            exec_module(module)
+            self.callback(module)
+
+        spec.loader.exec_module = exec_and_patch
+        return spec
+
+
 def _child(events_path: str, argv: list[str]) -> None:
     """Run ``python -m mte.train argv`` in this process, recording phase and epoch times in ``events_path``."""
     import importlib
     import runpy
 
     events: list[tuple[str, float, float, float]] = []  # (label, start, end, CPU seconds) in perf_counter seconds
-    t_main, cpu_main = time.perf_counter(), time.process_time()
+    t_main = time.perf_counter()
 
     def timed(label: str, fn: Any) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -90,42 +115,51 @@ def _child(events_path: str, argv: list[str]) -> None:
         with contextlib.suppress(ImportError, AttributeError):
             module = importlib.import_module(module_name)
             setattr(module, attr, timed(label, getattr(module, attr)))
+    import mte.cli
     import mte.data.processed as processed
+    import mte.train.run as run_module
 
     load = processed.ProcessedData.load.__func__
     processed.ProcessedData.load = classmethod(timed("load processed dir", load))
-    import pytorch_lightning as pl
+    heavy_imports = mte.cli.imports_outside_gc
 
-    import mte.train.run as run_module
+    @contextlib.contextmanager
+    def timed_imports() -> Any:
+        start, cpu = time.perf_counter(), time.process_time()
+        with heavy_imports():
+            yield
+        events.append(("imports (torch, lightning, …)", start, time.perf_counter(), time.process_time() - cpu))
 
-    imports_cpu = time.process_time() - cpu_main
-    events.append(("imports (mte, hydra, torch, lightning)", t_main, time.perf_counter(), imports_cpu))
+    mte.cli.imports_outside_gc = timed_imports
 
-    class EpochClock(pl.Callback):
-        def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-            events.append(("epoch start", time.perf_counter(), 0.0, 0.0))
-            events.append(("epoch start cpu", time.process_time(), 0.0, 0.0))
+    def patch_lightning(pl: Any) -> None:
+        class EpochClock(pl.Callback):
+            def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+                events.append(("epoch start", time.perf_counter(), 0.0, 0.0))
+                events.append(("epoch start cpu", time.process_time(), 0.0, 0.0))
 
-        def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
-            events.append(("validation start", time.perf_counter(), 0.0, 0.0))
+            def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+                events.append(("validation start", time.perf_counter(), 0.0, 0.0))
 
-        def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
-            events.append(("validation end", time.perf_counter(), 0.0, 0.0))
+            def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+                events.append(("validation end", time.perf_counter(), 0.0, 0.0))
 
-        def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-            events.append(("train end", time.perf_counter(), 0.0, 0.0))
-            events.append(("train end cpu", time.process_time(), 0.0, 0.0))
+            def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+                events.append(("train end", time.perf_counter(), 0.0, 0.0))
+                events.append(("train end cpu", time.process_time(), 0.0, 0.0))
 
-    build_callbacks = run_module.build_callbacks
-    # first, so that "train end" comes before the other callbacks' end-of-training work (the projector)
-    run_module.build_callbacks = lambda cfg: [EpochClock(), *build_callbacks(cfg)]
-    from pytorch_lightning.loggers import CSVLogger, WandbLogger
+        build_callbacks = run_module.build_callbacks
+        # first, so that "train end" comes before the other callbacks' end-of-training work (the projector)
+        run_module.build_callbacks = lambda cfg: [EpochClock(), *build_callbacks(cfg)]
+        from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
-    for logger_class in (WandbLogger, CSVLogger):
-        method = logger_class.log_hyperparams
-        logger_class.log_hyperparams = timed("loggers: log hyper-parameters (W&B: init)", method)
-    for name, method in (("__init__", pl.Trainer.__init__), ("fit", pl.Trainer.fit)):
-        setattr(pl.Trainer, name, timed(f"trainer.{name.strip('_')}", method))
+        for logger_class in (WandbLogger, CSVLogger):
+            method = logger_class.log_hyperparams
+            logger_class.log_hyperparams = timed("loggers: log hyper-parameters (W&B: init)", method)
+        for name, method in (("__init__", pl.Trainer.__init__), ("fit", pl.Trainer.fit)):
+            setattr(pl.Trainer, name, timed(f"trainer.{name.strip('_')}", method))
+
+    sys.meta_path.insert(0, _AfterImport("pytorch_lightning", patch_lightning))
     sys.argv = ["mte.train", *argv]
     try:
         runpy.run_module("mte.train", run_name="__main__", alter_sys=True)

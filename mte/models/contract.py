@@ -28,6 +28,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -261,12 +262,22 @@ class InputContract:
         if not self.standardize:
             return raw.astype(np.float32)
         # (x − mean) / std in float64, rounded once to float32 — in blocks of rows that stay in cache: the same
-        # numbers without full-size float64 temporaries (full MARD: 28k × 2,649 values, 600 MB each)
+        # numbers without full-size float64 temporaries (full MARD: 28k × 2,649 values, 600 MB each), on torch's
+        # threads (numpy lets go of the GIL: the blocks run in parallel)
         out = np.empty(raw.shape, dtype=np.float32)
-        for lo in range(0, len(raw), 256):
+
+        def standardize(lo: int) -> None:
             block = np.subtract(raw[lo : lo + 256], self.feature_mean)  # float64: the mean is
             np.divide(block, self.feature_std, out=block)
             out[lo : lo + 256] = block
+
+        starts = range(0, len(raw), 256)
+        if len(starts) < 8 or torch.get_num_threads() < 2:
+            for lo in starts:
+                standardize(lo)
+        else:
+            with ThreadPoolExecutor(torch.get_num_threads()) as pool:
+                list(pool.map(standardize, starts))
         return out
 
     # -- identity ----------------------------------------------------------------------------------------------

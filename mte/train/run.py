@@ -153,10 +153,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """Train (and test) one configuration; returns the flat metrics also written to ``<run dir>/metrics.json``."""
     from mte.cli import imports_outside_gc
     from mte.train.checks import check_train_config, check_train_split
+    from mte.train.loggers import warm_up_wandb
     from mte.train.threads import apply_threads, resolve_threads
 
     check_train_config(cfg)  # one-line errors before anything slow (mte/train/checks.py)
     apply_threads(resolve_threads(cfg.get("runtime")))  # before torch starts any parallel work
+    warm_up_wandb(cfg.get("logger"))  # W&B's service starts while torch and Lightning import
     quiet_known_warnings()
     with imports_outside_gc():
         import pytorch_lightning as pl
