@@ -51,11 +51,7 @@ from mte.eval.ranking import relevant_counts
 from mte.eval.results import print_summary, write_results
 from mte.models.baselines import CCAEmbedder, CCAProjection, RandomEmbedder, save_baseline, tfidf
 from mte.models.contract import InputContract
-
-BASELINES = ("random", "cca")
-"""``model.name`` values that :func:`mte.train.run.run` hands to :func:`run_baseline` instead of training."""
-
-
+from mte.train import BASELINES  # the names of the baselines defined here (re-exported)
 
 # --------------------------------------------------------------------------------------------------------------
 # the held-out split, as the trained runs' evaluation sees it

@@ -65,7 +65,7 @@ def check_settings(cfg: Mapping[str, Any]) -> None:
 
 def _is_baseline(cfg: Mapping[str, Any]) -> bool:
     """model=cca|random: closed-form baselines, with no network, loss, sampler or trainer to check."""
-    from mte.train.baselines import BASELINES
+    from mte.train import BASELINES
 
     return (cfg.get("model") or {}).get("name") in BASELINES
 
