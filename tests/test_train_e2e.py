@@ -81,6 +81,11 @@ def test_run_dir_holds_checkpoints_metrics_config_and_every_logger(tmp_path):
     assert config["loss"]["name"] == "infonce" and config["data"]["vocab"]["min_albums"] == 25  # experiment=best
     assert config["text"]["name"] == "bow"
     assert wandb_run["run"].display_name == "data.batch_size=32,data.synthetic.albums=200,trainer.max_epochs=2"
+    # the projector's table: one row per sampled review or album, its embedding a list of embed_dim numbers
+    (table_file,) = (offline_run / "files" / "media" / "table").glob("embeddings_*.table.json")
+    table = json.loads(table_file.read_text())
+    assert table["columns"] == ["modality", "artist", "album", "genre", "text", "embedding"]
+    assert table["data"] and all(len(row[-1]) == config["model"]["embed_dim"] for row in table["data"])
 
     # TensorBoard: scalar events with our metric names, and the embedding projector's files
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -235,7 +235,9 @@ class EmbeddingProjector(Callback):
                     global_step=trainer.global_step,
                 )
             elif kind == "WandbLogger":
-                data = [[*row, emb] for row, emb in zip(rows, embeddings.tolist(), strict=True)]
+                # one array per row, not a list: W&B checks a list's type number by number (0.28 s against 0.04 s
+                # for 700 rows of 128 at the end of every run); an array is typed by its shape
+                data = [[*row, emb] for row, emb in zip(rows, embeddings.numpy(), strict=True)]
                 logger.log_table(key="embeddings", columns=[*header, "embedding"], data=data)
 
     @torch.no_grad()
