@@ -121,7 +121,8 @@ def _child(events_path: str, argv: list[str]) -> None:
 
     load = processed.ProcessedData.load.__func__
     processed.ProcessedData.load = classmethod(timed("load processed dir", load))
-    heavy_imports = mte.cli.imports_outside_gc
+    run_imports_lightning = hasattr(mte.cli, "imports_outside_gc")  # else a checkout from before it did
+    heavy_imports = getattr(mte.cli, "imports_outside_gc", contextlib.nullcontext)
 
     @contextlib.contextmanager
     def timed_imports() -> Any:
@@ -160,6 +161,9 @@ def _child(events_path: str, argv: list[str]) -> None:
             setattr(pl.Trainer, name, timed(f"trainer.{name.strip('_')}", method))
 
     sys.meta_path.insert(0, _AfterImport("pytorch_lightning", patch_lightning))
+    if not run_imports_lightning:  # import it up front, as this script used to
+        with timed_imports():
+            importlib.import_module("pytorch_lightning")
     sys.argv = ["mte.train", *argv]
     try:
         runpy.run_module("mte.train", run_name="__main__", alter_sys=True)
