@@ -101,6 +101,7 @@ BAD_SETTINGS = [
     ("data.features=mfcc", "seed169, seed369, lowlevel_all"),
     ("text.word_dropout=1.0", "text.word_dropout=1.0: must be a share in [0, 1)"),
     ("audio.dropout=-0.1", "audio.dropout=-0.1"),
+    ("audio.input_dropout=1", "audio.input_dropout=1: must be a share in [0, 1)"),
     ("model.text_dropout=yes", "model.text_dropout='yes'"),
     ("ckpt_path=/no/such/run/last.ckpt", "does not exist"),
     ("sampler=neighborhood", "loss=infonce has no neighbourhood terms"),  # the default loss is InfoNCE

@@ -217,3 +217,24 @@ def test_model_shares_the_first_audio_layer_between_rows_of_one_track():
     torch.testing.assert_close(shared, alone, rtol=1e-12, atol=1e-12)
     model.eval()  # all distinct: the plain path
     assert torch.equal(model.embed_audio(audio[:3], tracks[[0, 2, 3]]), model.embed_audio(audio[:3]))
+
+
+def test_input_dropout_hides_inputs_in_training_only_and_keeps_parameter_names() -> None:
+    """The audio branch's input dropout: training sees a masked descriptor vector (here: an input read through
+    one weight only, so a hidden input zeroes the pre-activation), evaluation the whole vector; checkpoints keep the
+    parameter names of a head without it."""
+    torch.manual_seed(0)
+    head = build_audio_encoder({"name": "mlp", "input_dropout": 0.5, "hidden_dim": 4, "embed_dim": 3}, 200)
+    plain = build_audio_encoder({"name": "mlp", "hidden_dim": 4, "embed_dim": 3}, 200)
+    assert head.state_dict().keys() == plain.state_dict().keys()
+    plain.load_state_dict(head.state_dict())
+    x = torch.randn(64, 200)
+    head.eval(), plain.eval()
+    torch.testing.assert_close(head(x), plain(x))
+    head.train()
+    seen = []
+    head.net[0].register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    head(x)
+    kept = seen[0] != 0
+    assert abs(kept.float().mean().item() - 0.5) < 0.03
+    torch.testing.assert_close(seen[0][kept], (x * 2)[kept])

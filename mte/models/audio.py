@@ -18,7 +18,8 @@ AUDIO_ENCODERS: tuple[str, ...] = HEAD_KINDS  # "mlp" (published) and "linear"
 def build_audio_encoder(cfg: Mapping[str, Any], in_dim: int) -> ProjectionHead:
     """Build the audio encoder: [B, in_dim] standardised descriptors → [B, embed_dim] unit vectors.
 
-    Config keys: name ("mlp" | "linear"), hidden_dim (256), embed_dim (128), batch_norm (False), dropout (0.0).
+    Config keys: name ("mlp" | "linear"), hidden_dim (256), embed_dim (128), batch_norm (False), dropout (0.0),
+    input_dropout (0.0: share of the descriptor values hidden at each training step).
     The result exposes in_dim, out_dim and embed_dim (out_dim == embed_dim).
     """
     name = cfg.get("name", "mlp")
@@ -31,4 +32,5 @@ def build_audio_encoder(cfg: Mapping[str, Any], in_dim: int) -> ProjectionHead:
         kind=name,
         batch_norm=bool(cfg.get("batch_norm", False)),
         dropout=float(cfg.get("dropout", 0.0)),
+        input_dropout=float(cfg.get("input_dropout", 0.0)),
     )

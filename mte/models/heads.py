@@ -46,6 +46,9 @@ class ProjectionHead(nn.Module):
     kind="mlp" is the published head (Linear → [BatchNorm] → ReLU → [Dropout] → Linear); kind="linear" is the
     paper's "linear" variant, a single Linear(in_dim, embed_dim) — kept because it beat the non-linear head on
     review→audio without bidirectional training (Table 1), so it is a real baseline, not a toy.
+
+    ``input_dropout`` drops input features before the first layer in training (outside ``net``, so checkpoints keep
+    their parameter names): the audio branch's 2,649 descriptor values then cannot single out an album by a few.
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class ProjectionHead(nn.Module):
         kind: HeadKind = "mlp",
         batch_norm: bool = False,
         dropout: float = 0.0,
+        input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if kind not in HEAD_KINDS:
@@ -64,6 +68,7 @@ class ProjectionHead(nn.Module):
         self.embed_dim = embed_dim
         self.out_dim = embed_dim  # same name as the backbones use, so callers need not special-case heads
         self.kind = kind
+        self.input_dropout = Dropout(input_dropout) if input_dropout > 0 else None
         if kind == "linear":
             self.net: nn.Module = nn.Linear(in_dim, embed_dim)
         else:
@@ -85,6 +90,8 @@ class ProjectionHead(nn.Module):
         every row is computed as if it were alone, and the repeated rows' gradients are summed into that layer.
         """
         layers = [self.net] if isinstance(self.net, nn.Linear) else list(self.net)
+        if self.input_dropout is not None:  # one mask per distinct input: repeated rows stay one track
+            x = self.input_dropout(x)
         hidden = layers[0](x)
         if rows is not None:
             hidden = hidden.index_select(0, rows)
@@ -95,7 +102,7 @@ class ProjectionHead(nn.Module):
 
 
 def build_head(cfg: Mapping[str, Any] | None, in_dim: int) -> ProjectionHead:
-    """Build a head from config keys kind, hidden_dim, embed_dim, batch_norm, dropout (all optional)."""
+    """Build a head from config keys kind, hidden_dim, embed_dim, batch_norm, dropout, input_dropout (optional)."""
     cfg = cfg or {}
     return ProjectionHead(
         in_dim,
@@ -104,4 +111,5 @@ def build_head(cfg: Mapping[str, Any] | None, in_dim: int) -> ProjectionHead:
         kind=cfg.get("kind", "mlp"),
         batch_norm=bool(cfg.get("batch_norm", False)),
         dropout=float(cfg.get("dropout", 0.0)),
+        input_dropout=float(cfg.get("input_dropout", 0.0)),
     )

@@ -46,6 +46,7 @@ def check_settings(cfg: Mapping[str, Any]) -> None:
         _share(cfg.get("text") or {}, "text.word_dropout")
         _share(model, "model.text_dropout")
         _share(cfg.get("audio") or {}, "audio.dropout")
+        _share(cfg.get("audio") or {}, "audio.input_dropout")
     data = cfg.get("data") or {}
     check_features(data.get("features"))
     if not baseline:
