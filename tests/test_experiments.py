@@ -97,7 +97,7 @@ def test_best_is_the_default_and_standardises():
     assert default == best
     assert list(best.tags) == ["best"] and best.data.standardize and best.data.features == "lowlevel_all"
     assert best.loss.name == "infonce" and best.sampler.name == "random" and best.data.vocab.min_albums == 25
-    assert best.model.scheduler.name == "cosine" and best.trainer.max_epochs == 20
+    assert best.model.scheduler.name == "cosine" and best.trainer.max_epochs == 30
 
 
 def test_best_infonce_is_best_without_the_vocabulary_filter():
