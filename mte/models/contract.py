@@ -267,7 +267,7 @@ class InputContract:
         out = np.empty(raw.shape, dtype=np.float32)
 
         def standardize(lo: int) -> None:
-            block = np.subtract(raw[lo : lo + 256], self.feature_mean)  # float64: the mean is
+            block = np.subtract(raw[lo : lo + 256], self.feature_mean)  # float64, as the mean is
             np.divide(block, self.feature_std, out=block)
             out[lo : lo + 256] = block
 

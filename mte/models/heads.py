@@ -29,8 +29,9 @@ class Dropout(nn.Dropout):
 
     Why: on the CPU, torch draws a dropout mask element by element (~13 ns each: 0.4 ms for a 128 × 256 batch, two
     per step, 5% of a bag-of-words step on the dev machine); filling an int32 tensor with random bits and comparing
-    it with ``p · 2³¹`` gives the same Bernoulli(1 − p) mask, exact to 2⁻³¹, for half the cost of the whole
-    forward and backward. Kept rows are scaled by 1 / (1 − p), as torch does; other devices use torch's kernel.
+    it with ``p · 2³¹`` gives the same Bernoulli(1 − p) mask, exact to 2⁻³¹, and halves the cost of the dropout's
+    forward and backward together. Kept entries are scaled by 1 / (1 − p), as torch does; other devices use torch's
+    kernel.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
