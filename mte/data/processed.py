@@ -16,6 +16,7 @@ import polars as pl
 
 from mte.cli import UserError
 from mte.data.cache import DATA_NAMES, FEATURES_MATRIX
+from mte.data.descriptors import standardize
 from mte.data.names import SPLITS
 from mte.data.text import Vocabulary
 
@@ -75,8 +76,7 @@ class ProcessedData:
 
     def standardized_features(self) -> np.ndarray:
         """(n_tracks, D) float32 ``(x - mean) / std`` with the TRAIN-split statistics from features.json."""
-        x = self.raw_features().astype(np.float64)
-        return ((x - self.feature_mean) / self.feature_std).astype(np.float32)
+        return standardize(self.raw_features(), self.feature_mean, self.feature_std)
 
     def split_albums(self, split: str) -> list[str]:
         """Album ids of a split, from splits.json.
