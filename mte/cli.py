@@ -2,12 +2,14 @@
 
 Errors a user can fix (a missing raw dir, a foreign checkpoint, a broken upload) derive from :class:`UserError`;
 entry points run their work inside :func:`user_errors`, which prints ``error: <message>`` on stderr and exits
-with status 2. Anything else is a bug and keeps its traceback.
+with status 2. Anything else is a bug and keeps its traceback. Also here: how many cores the process may use, and
+the garbage-collector helpers that keep heavy imports and the interpreter's exit cheap.
 """
 
 from __future__ import annotations
 
 import gc
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -26,6 +28,15 @@ def user_errors() -> Iterator[None]:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. a container's or taskset's share), else all: the
+    parser pool of prepare and torch's ``auto`` thread count both size themselves by it."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):  # not on Linux
+        return max(os.cpu_count() or 1, 1)
 
 
 def freeze_live_objects() -> None:

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mte.cli import UserError
+from mte.cli import UserError, available_cores
 from mte.data.cache import MANIFEST, InputScan, json_text, listed_files, write_feature_matrix, write_json
 from mte.data.mard import DESCRIPTOR_DIR, Ledger
 from mte.data.names import SPLITS, TEXT_FIELDS
@@ -68,7 +68,7 @@ def build(
     stages = _Stages()
     ledger = Ledger()
     tasks = _descriptor_tasks(scan, config.features, ledger)
-    workers = config.workers if config.workers > 0 else _available_cpus()
+    workers = config.workers if config.workers > 0 else available_cores()
     with _parallel_parse(tasks, workers) as results:
         # The pool parses descriptors while this process reads the two JSON-lines files and splits the reviews
         # into words (neither needs the descriptors; the vocabulary does, through the splits, so it waits).
@@ -203,13 +203,6 @@ def _final_columns(
         "amazon_id", "mbid", "file", "tag_artist", "tag_album", "tag_title", "tag_genre", "split",
     )
     return reviews, tracks
-
-
-def _available_cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _write_tables(out: Path, tables: Mapping[str, pl.DataFrame]) -> None:

@@ -333,8 +333,10 @@ def build_report(
             warnings.append(f"embedding map skipped ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
         else:
             figures += [path] if path else []
-    warnings += paper_section(runs)[1]
-    lines = _markdown(root, runs, best, metric, swept, grid_params, figures, out, map_run, warnings, orphans)
+    paper_lines, paper_warnings = paper_section(runs)
+    warnings += paper_warnings
+    lines = _markdown(root, runs, best, metric, swept, grid_params, figures, out, map_run, warnings, orphans,
+                      paper_lines)
     markdown = out / "report.md"
     write_text_atomic(markdown, "\n".join(lines) + "\n")
     return Report(markdown, figures, runs, best, warnings, orphans)
@@ -352,6 +354,7 @@ def _markdown(
     map_run: Run | None,
     warnings: Sequence[str],
     orphans: Sequence[Evaluation] = (),
+    paper_lines: Sequence[str] = (),
 ) -> list[str]:
     lines = [f"# Retrieval report: `{root}`", ""]
     n_evaluations = sum(len(r.evaluations) for r in runs) + len(orphans)
@@ -371,7 +374,6 @@ def _markdown(
             f"Best run by `{metric}` (chosen on validation, never on test): **{_escape(best.name)}** — "
             f"{metric} = {best.metrics[metric]:.2f}; test t2a R@10 = {format_metric(best.metrics, 'test/t2a/R@10')}.",
         ]
-    paper_lines, _ = paper_section(runs)
     lines += paper_lines
     for direction, title in DIRECTION_TITLES.items():
         if runs:

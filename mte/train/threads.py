@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from mte.cli import UserError
+from mte.cli import UserError, available_cores
 
 AUTO = "auto"
 MAX_AUTO_THREADS = 8  # ops of batch-128 steps stop scaling well before this
@@ -32,14 +32,6 @@ MAX_AUTO_THREADS = 8  # ops of batch-128 steps stop scaling well before this
 
 class ThreadsError(UserError):
     """``runtime.threads`` is neither ``auto`` nor a positive integer."""
-
-
-def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity, e.g. a container's or taskset's share), else all."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except (AttributeError, OSError):  # not on Linux
-        return max(os.cpu_count() or 1, 1)
 
 
 def auto_threads(cores: int | None = None, load: float | None = None, env: Mapping[str, str] | None = None) -> int:
