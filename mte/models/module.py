@@ -18,7 +18,7 @@ from mte.models.audio import build_audio_encoder
 from mte.models.contract import CHECKPOINT_KEY, ContractError, InputContract
 from mte.models.heads import ProjectionHead
 from mte.models.losses import InfoNCELoss, MarginRankingLoss, SigmoidLoss
-from mte.models.optim import LazyAdam
+from mte.models.optim import LazyAdam, parameter_groups
 from mte.models.text import build_text_backbone
 
 Batch = dict[str, Any]
@@ -195,15 +195,19 @@ class EmbeddingModel(pl.LightningModule):
 
     # -- optimisation ------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
+        """``model.optimizer``: ``adam`` (L2 ``weight_decay``) or ``adamw`` (decoupled decay) — both LazyAdam, which
+        updates only the used rows of sparse word tables — or ``sgd``. Decay reaches weight matrices only
+        (:func:`~mte.models.optim.parameter_groups`)."""
         cfg = self.hparams["model"].get("optimizer", {})
-        params = [p for p in self.parameters() if p.requires_grad]
         name = cfg.get("name", "adam").lower()
-        kwargs = {"lr": cfg.get("lr", 1e-3), "weight_decay": cfg.get("weight_decay", 0.0)}
-        # LazyAdam is exactly Adam on dense parameters and updates only the used rows of sparse word embeddings.
-        optimizers = {"adam": LazyAdam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-        if name not in optimizers:
-            raise ValueError(f"unknown optimizer {name!r}; choose one of {sorted(optimizers)}")
-        optimizer = optimizers[name](params, **kwargs)
+        if name not in ("adam", "adamw", "sgd"):
+            raise ValueError(f"unknown optimizer {name!r}; choose one of adam, adamw, sgd")
+        groups = parameter_groups(self, float(cfg.get("weight_decay", 0.0)))
+        lr = cfg.get("lr", 1e-3)
+        if name == "sgd":
+            optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr)
+        else:
+            optimizer = LazyAdam(groups, lr=lr, decoupled_weight_decay=name == "adamw")
         scheduler = self._scheduler(optimizer, self.hparams["model"].get("scheduler") or {})
         if scheduler is None:
             return optimizer

@@ -5,7 +5,10 @@ batch of 128 reviews uses a few thousand distinct words. Dense Adam rewrites the
 buffers) every step, which dominates a CPU step several times over. With sparse embedding gradients, LazyAdam
 updates the moments and weights of the touched rows only (the "lazy Adam" of TensorFlow Addons / torch's
 SparseAdam), and is exactly Adam for every dense parameter — so one optimiser serves the whole model and
-Lightning's automatic optimisation and LR schedulers work unchanged.
+Lightning's automatic optimisation and LR schedulers work unchanged. ``decoupled_weight_decay=True`` makes it AdamW
+(Loshchilov & Hutter) on the dense parameters, so ``model.optimizer.name=adamw`` keeps the sparse word table too.
+
+:func:`parameter_groups` splits a model's parameters the way open_clip does: weight decay for weight matrices only.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ def _fused_ok(params: list[torch.nn.Parameter]) -> bool | None:
 class LazyAdam(Optimizer):
     """Adam (Kingma & Ba, torch's formulation) with lazy row-wise updates for sparse gradients.
 
-    Dense parameters get exactly ``torch.optim.Adam``'s update (L2 ``weight_decay`` added to the gradient).
-    Sparse parameters update only the rows present in the gradient, with the step's bias corrections; weight
-    decay is not applied to them (decaying untouched rows would make the update dense again).
+    Dense parameters get exactly ``torch.optim.Adam``'s update (L2 ``weight_decay`` added to the gradient), or
+    ``torch.optim.AdamW``'s with ``decoupled_weight_decay=True`` (the weights shrink by ``lr · weight_decay``
+    directly). Sparse parameters update only the rows present in the gradient, with the step's bias corrections;
+    weight decay is not applied to them (decaying untouched rows would make the update dense again).
     """
 
     def __init__(
@@ -37,10 +41,13 @@ class LazyAdam(Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
+        decoupled_weight_decay: bool = False,
     ) -> None:
         if lr < 0 or eps < 0 or weight_decay < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
             raise ValueError(f"invalid LazyAdam hyper-parameters: lr={lr} betas={betas} eps={eps} wd={weight_decay}")
-        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+        defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay,
+                    "decoupled_weight_decay": decoupled_weight_decay}
+        super().__init__(params, defaults)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -86,6 +93,7 @@ class LazyAdam(Optimizer):
             beta2=beta2,
             lr=group["lr"],
             weight_decay=group["weight_decay"],
+            decoupled_weight_decay=group["decoupled_weight_decay"],
             eps=group["eps"],
             maximize=False,
         )
@@ -111,6 +119,27 @@ class LazyAdam(Optimizer):
         param.detach().index_copy_(0, rows, weight_rows)
         exp_avg.index_copy_(0, rows, avg_rows)
         exp_avg_sq.index_copy_(0, rows, sq_rows)
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """The trainable parameters in two optimiser groups: weight matrices with ``weight_decay``, the rest without.
+
+    Why (the rule of open_clip and most CLIP-style training code): decay is a prior that keeps the *maps* small.
+    On a bias or a norm's gain it only drags an offset towards zero, and on the loss's learnable temperature
+    (``logit_scale``) it would pull the temperature towards 1 — a different loss, not a regulariser. Word tables
+    (embeddings) are left out too: LazyAdam cannot decay a sparse table's untouched rows, and a dense table
+    (``text.sparse=false``) is left out with it, so that one setting means the same on both.
+    """
+    tables = (torch.nn.Embedding, torch.nn.EmbeddingBag)
+    embedding_tables = {id(m.weight) for m in model.modules() if isinstance(m, tables)}
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        is_matrix = param.ndim >= 2 and id(param) not in embedding_tables and "logit_scale" not in name
+        (decay if is_matrix else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [group for group in groups if group["params"]]
 
 
 def sparse_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
