@@ -65,16 +65,18 @@ def test_apply_sets_intra_and_inter_op_threads_in_a_fresh_process():
     assert out.stdout.split() == ["3", "3", "3"]
 
 
-def test_apply_flushes_denormals_on_every_worker_thread():
-    """A denormal (1e-39) times 1 is 0 after apply_threads(2), over both threads of a parallel op (the workers start
-    after the mode is set and inherit it); without it the product stays 1e-39 — the slow path that a dead unit's
-    decayed weights take."""
-    product = "x = torch.full((8_000_000,), 1e-39); print(torch.get_num_threads(), int((x * 1.0 != 0).sum()))"
-    flushed = f"from mte.train.threads import apply_threads; apply_threads(2); import torch; {product}"
-    plain = f"import torch; torch.set_num_threads(2); {product}"
+def test_denormals_are_flushed_on_every_worker_thread_inside_the_block_only():
+    """A denormal (1e-39) times 1 is 0 inside ``denormals_flushed()`` over both threads of a parallel op (the
+    workers start inside the block and inherit the mode), and 1e-39 again on this thread after it; in a process
+    that never enters the block it stays 1e-39 — the slow path a dead unit's decayed weights take."""
+    count = "int((torch.full((8_000_000,), 1e-39) * 1.0 != 0).sum())"
+    flushed = ("import torch; from mte.train.threads import apply_threads, denormals_flushed; apply_threads(2)\n"
+               f"with denormals_flushed(): inside = {count}\n"
+               "x = torch.tensor([1e-39]); print(torch.get_num_threads(), inside, int((x * 1.0 != 0).sum()))")
+    plain = f"import torch; torch.set_num_threads(2); print(torch.get_num_threads(), {count})"
     outs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
             for code in (flushed, plain)]
-    assert [out.stdout.split() for out in outs] == [["2", "0"], ["2", "8000000"]]
+    assert [out.stdout.split() for out in outs] == [["2", "0", "1"], ["2", "8000000"]]
 
 
 def test_clock_counts_a_busy_neighbour_and_not_this_process():

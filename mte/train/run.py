@@ -151,13 +151,20 @@ def test_touches_val(data: Any) -> bool:
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train (and test) one configuration; returns the flat metrics also written to ``<run dir>/metrics.json``."""
-    from mte.cli import imports_outside_gc
-    from mte.train.checks import check_train_config, check_train_split
-    from mte.train.loggers import warm_up_wandb
-    from mte.train.threads import apply_threads, resolve_threads
+    from mte.train.checks import check_train_config
+    from mte.train.threads import apply_threads, denormals_flushed, resolve_threads
 
     check_train_config(cfg)  # one-line errors before anything slow (mte/train/checks.py)
     apply_threads(resolve_threads(cfg.get("runtime")))  # before torch starts any parallel work
+    with denormals_flushed():  # also before the worker threads start: they inherit the mode
+        return _train_and_test(cfg)
+
+
+def _train_and_test(cfg: DictConfig) -> dict[str, float]:
+    """:func:`run` once the config is checked and the CPU is set up."""
+    from mte.cli import imports_outside_gc
+    from mte.train.loggers import warm_up_wandb
+
     warm_up_wandb(cfg.get("logger"))  # W&B's service starts while torch and Lightning import
     quiet_known_warnings()
     with imports_outside_gc():
@@ -169,6 +176,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         from mte.eval.results import print_summary, write_results
         from mte.train.baselines import BASELINES, run_baseline
         from mte.train.callbacks import apply_selection
+        from mte.train.checks import check_train_split
         from mte.train.loggers import build_loggers, finish_loggers
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -21,7 +21,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from mte.cli import UserError, available_cores
@@ -117,23 +117,35 @@ def resolve_threads(runtime: Mapping[str, Any] | None) -> int:
 
 
 def apply_threads(threads: int) -> int:
-    """Set torch's intra-op and inter-op thread counts and flush denormal floats to zero; returns the intra-op
-    count now in force.
+    """Set torch's intra-op and inter-op thread counts; returns the intra-op count now in force.
 
     The inter-op pool can only be sized before its first use; if something already used it, it is left as it is
     (these models run no inter-op parallel work).
-
-    Denormals (floats below 1.2e-38) are flushed here, before torch's worker threads exist, so that they inherit
-    the mode. Why: weights that get no gradient (a dead ReLU unit's) under weight decay, and their Adam moments,
-    shrink geometrically into the denormal range, where every multiply takes a slow microcode path. Measured on
-    the 2-core dev machine: a 30-epoch run with ``model.optimizer.weight_decay=1e-3`` left 32,000 denormal weights
-    in its heads and spent 39% of its time in the text head's ``Linear(300, 256)``. A value that small changes no
-    similarity a model computes.
     """
     import torch
 
-    torch.set_flush_denormal(True)
     torch.set_num_threads(threads)
     with contextlib.suppress(RuntimeError):  # the pool was already started in this process
         torch.set_num_interop_threads(threads)
     return torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def denormals_flushed() -> Iterator[None]:
+    """Flush denormal floats (below 1.2e-38) to zero inside the block; entered before torch's worker threads
+    start, which then inherit the mode. On exit the calling thread returns to IEEE behaviour (what the caller had:
+    other code in the process — a notebook, a test — may rely on denormals).
+
+    Why: weights that get no gradient (a dead ReLU unit's) under weight decay, and their Adam moments, shrink
+    geometrically into the denormal range, where every multiply takes a slow microcode path. Measured on the
+    2-core dev machine: a 30-epoch run with ``model.optimizer.weight_decay=1e-3`` left 32,000 denormal weights in
+    its heads and spent 39% of its time in the text head's ``Linear(300, 256)``; at full MARD size such a run's
+    epoch went from 10 to 50 s. A value that small changes no similarity a model computes.
+    """
+    import torch
+
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
