@@ -35,7 +35,7 @@ def test_defaults_are_the_best_recipe():
     assert list(cfg.tags) == ["best"] and cfg.optimized_metric == "val_best/t2a/R@10"
     assert cfg.text.name == "bow" and cfg.audio.name == "mlp" and cfg.loss.name == "infonce"
     assert (cfg.data.features, cfg.data.standardize, cfg.data.split) == ("lowlevel_all", True, "artist")
-    assert cfg.data.vocab.min_albums == 25
+    assert cfg.data.vocab.min_albums == 0.009
     assert cfg.model.scheduler.name == "cosine" and cfg.audio.dropout > 0 and cfg.model.text_dropout > 0
 
 

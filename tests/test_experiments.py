@@ -96,7 +96,8 @@ def test_best_is_the_default_and_standardises():
     default, best = _compose(), _compose("experiment=best")
     assert default == best
     assert list(best.tags) == ["best"] and best.data.standardize and best.data.features == "lowlevel_all"
-    assert best.loss.name == "infonce" and best.sampler.name == "random" and best.data.vocab.min_albums == 25
+    assert best.loss.name == "infonce" and best.sampler.name == "random"
+    assert best.data.vocab.min_albums == pytest.approx(0.009)  # a share of the dir's albums
     assert best.model.scheduler.name == "cosine" and best.trainer.max_epochs == 30
 
 

@@ -26,7 +26,14 @@ from mte.data.cache import ReplaceRefused
 from mte.data.descriptors import feature_names
 from mte.data.mard import MardLayoutError
 from mte.data.names import SPLITS
-from mte.data.prepare import PrepareConfig, VocabConfig, cache_key, prepare, prepare_from_config
+from mte.data.prepare import (
+    PrepareConfig,
+    PrepareConfigError,
+    VocabConfig,
+    cache_key,
+    prepare,
+    prepare_from_config,
+)
 from mte.data.processed import ProcessedData, ProcessedDirError
 from mte.data.synth import generate
 
@@ -154,6 +161,27 @@ def test_min_artists_keeps_words_of_enough_artists(raw: Path, tmp_path: Path, da
     kept = [vocab.tokenizer.id_to_token(i) for i in range(2, vocab.size)]  # [PAD], [UNK] first; stop words after
     assert kept and all(artists_of_word[w] >= 3 for w in kept)
     assert vocab.size < data.vocabulary().size
+
+
+def test_min_albums_as_a_share_resolves_to_the_count_it_names(raw: Path, tmp_path: Path) -> None:
+    """min_albums=0.05 in this dir is the count ceil(0.05 × albums with reviews): the same vocabulary as that count,
+    and the manifest says which count it was; a count that is not whole, or 0, is a one-line config error."""
+    import math
+
+    import polars as pl
+
+    shared = PrepareConfig(split="artist", vocab=VocabConfig(min_albums=0.05, spread_cap=1.0), workers=1)
+    by_share = ProcessedData.load(prepare(raw, shared, processed_dir=tmp_path / "share", verbose=False))
+    n_albums = pl.read_parquet(by_share.root / "reviews.parquet")["amazon_id"].n_unique()
+    count = math.ceil(0.05 * n_albums)
+    assert count > 1 and by_share.manifest["counts"]["vocab_min_albums"] == count
+    counted = PrepareConfig(split="artist", vocab=VocabConfig(min_albums=count, spread_cap=1.0), workers=1)
+    by_count = ProcessedData.load(prepare(raw, counted, processed_dir=tmp_path / "count", verbose=False))
+    words = [by_share.vocabulary().tokenizer.id_to_token(i) for i in range(by_share.vocabulary().size)]
+    assert words == [by_count.vocabulary().tokenizer.id_to_token(i) for i in range(by_count.vocabulary().size)]
+    for bad in (1.5, 0, -2):
+        with pytest.raises(PrepareConfigError, match="whole count >= 1 or a share"):
+            PrepareConfig(vocab=VocabConfig(min_albums=bad)).validate()
 
 
 # ------------------------------------------------------------------------------------------------- splits

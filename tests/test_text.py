@@ -10,7 +10,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mte.data.text import PAD_ID, UNK_ID, VocabConfig, Vocabulary, load_stopwords, split_words, word_splitter
+from mte.data.text import (
+    PAD_ID,
+    UNK_ID,
+    VocabConfig,
+    Vocabulary,
+    effective_minimum,
+    load_stopwords,
+    split_words,
+    word_splitter,
+)
 
 CORPUS = [
     "The band's best album. Don't miss it!",
@@ -177,6 +186,31 @@ def test_min_artists_counts_an_artists_albums_once():
     assert kept(VocabConfig(min_freq=1, min_artists=2)) == {"great", "groove"}
     with pytest.raises(ValueError, match="artist key"):
         Vocabulary.build_from_words(words, VocabConfig(min_artists=2), stopwords=[], albums=albums)
+
+
+def test_a_share_minimum_scales_with_the_dir():
+    """min_albums=0.3 asks for 30% of the dir's albums: 2 of 4 here (zorblax, in one album's reviews, goes), 3 of 10
+    (only groove stays), the same words as the counts they resolve to; the cap still applies."""
+    import polars as pl
+
+    texts = ["zorblax great", "zorblax groove", "great groove", "groove"]
+    albums = pl.Series(["A", "A", "C", "D"])
+    words = split_words(texts, word_splitter(True))
+
+    def kept(minimum: float, totals: tuple[int, int] | None, cap: float = 1.0) -> set[str]:
+        cfg = VocabConfig(min_freq=1, min_albums=minimum, spread_cap=cap)
+        v = Vocabulary.build_from_words(words, cfg, stopwords=[], albums=albums, totals=totals)
+        return {w for w in ("zorblax", "great", "groove") if v.tokenizer.token_to_id(w) is not None}
+
+    assert kept(0.3, (4, 0)) == kept(2, None) == {"great", "groove"}
+    assert kept(0.3, (10, 0)) == kept(3, None) == {"groove"}
+    assert kept(0.3, (10, 0), cap=0.2) == kept(2, None)  # capped at 20% of 10
+    assert effective_minimum(0.009, 2760) == 25 and effective_minimum(0.009, 45846, 0.01) == 413
+    assert effective_minimum(25, 45846, 0.01) == 25 and effective_minimum(25, 300, 0.01) == 3
+    with pytest.raises(ValueError, match="share"):
+        kept(0.3, None)
+    with pytest.raises(ValueError, match="count >= 1 or a share"):
+        effective_minimum(0, 100)
 
 
 def test_spread_minimums_are_capped_by_the_size_of_the_dir():

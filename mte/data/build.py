@@ -87,8 +87,9 @@ def build(
     albums, reviews, tracks, matrix, splits = _join_and_split(meta, reviews, tracks, matrix, config,
                                                               all_test=ref is not None)
     stages.done("join_split")
+    vocab_minimums: dict[str, int] = {}
     if ref is None:
-        reviews, vocab = _tokenise(reviews, words, config, albums)
+        reviews, vocab, vocab_minimums = _tokenise(reviews, words, config, albums)
     else:
         from mte.data.text import Vocabulary
 
@@ -117,6 +118,7 @@ def build(
 
     counts = counts_of(lines, scan, albums, reviews, tracks, ledger, splits)
     counts["vocab_size"] = vocab.size
+    counts.update({f"vocab_min_{what}": n for what, n in vocab_minimums.items()})  # the resolved counts
     counts["feature_dim"] = len(names)
     manifest = make_manifest(scan, config, key, counts, ledger, t0, workers)
     manifest["split_mentions"] = mention_counts(albums, reviews, splits, config)
@@ -465,26 +467,29 @@ def _review_words(reviews: pl.DataFrame, config: PrepareConfig) -> pl.Series:
 
 def _tokenise(
     reviews: pl.DataFrame, words: pl.Series, config: PrepareConfig, albums: pl.DataFrame
-) -> tuple[pl.DataFrame, Any]:
+) -> tuple[pl.DataFrame, Any, dict[str, int]]:
     """Build the vocabulary on every review outside val/test and encode all reviews (``words`` row-aligned).
 
     Why not train-only: unpaired reviews (most of MARD) are never evaluated, and their words make the vocabulary
     richer; val/test reviews are left out so no held-out text shapes the vocabulary. ``albums`` (every album's
     artist MBID and name) gives each review its artist for ``vocab.min_artists``; the dir's album and artist counts
-    cap ``min_albums`` / ``min_artists`` (``vocab.spread_cap``).
+    cap ``min_albums`` / ``min_artists`` (``vocab.spread_cap``) and resolve them when given as shares; the
+    resolved counts (``{"albums": n, "artists": n}``) are returned for the manifest.
     """
-    from mte.data.text import Vocabulary
+    from mte.data.text import Vocabulary, effective_minimum
 
     held_out = reviews["split"].is_in(["val", "test"]).fill_null(False)
     # the artist grouping only when the vocabulary asks for it (a union-find over every album of the dir)
-    artists = _artist_keys(reviews["amazon_id"], albums) if config.vocab.min_artists > 1 else None
+    artists = _artist_keys(reviews["amazon_id"], albums) if config.vocab.min_artists != 1 else None
     totals = (reviews["amazon_id"].n_unique(), artists.n_unique() if artists is not None else 0)  # counts only
     vocab = Vocabulary.build_from_words(words.filter(~held_out), config.vocab,
                                         albums=reviews["amazon_id"].filter(~held_out),
                                         artists=artists.filter(~held_out) if artists is not None else None,
                                         totals=totals)
     tokens = vocab.encode_words(words)
-    return reviews.with_columns(tokens.alias("tokens")), vocab
+    minimums = {"albums": effective_minimum(config.vocab.min_albums, totals[0], config.vocab.spread_cap),
+                "artists": effective_minimum(config.vocab.min_artists, totals[1], config.vocab.spread_cap)}
+    return reviews.with_columns(tokens.alias("tokens")), vocab, minimums
 
 
 def _artist_keys(album_ids: pl.Series, albums: pl.DataFrame) -> pl.Series:

@@ -55,17 +55,36 @@ class VocabConfig:
     size: int = 30000  # ids that can be emitted, [PAD] and [UNK] included (= embedding table rows)
     min_freq: int = 2  # words seen fewer times in the training texts map to [UNK]
     # words used in the reviews of fewer albums map to [UNK]: names (artists, titles, members) live in one artist's
-    # reviews, and a model that learns them memorises the training catalogue instead of how music is described
-    min_albums: int = 1
+    # reviews, and a model that learns them memorises the training catalogue instead of how music is described.
+    # A count (>= 1), or a share of the albums whose reviews the dir holds (0 < share < 1, like scikit-learn's
+    # min_df): a share means the same in a 3,000-album dir and in the whole of MARD, a count does not
+    min_albums: float = 1
     # the same, counted in artists (one artist's albums count once): a name of an artist with many albums passes a
-    # min_albums filter, but not this one; 1 = off
-    min_artists: int = 1
+    # min_albums filter, but not this one; 1 = off; a count or a share of the dir's artists
+    min_artists: float = 1
     # min_albums / min_artists never exceed this share of the albums / artists whose reviews the dir holds: in a
     # small dir an absolute count would also drop genre words (25 albums may be every jazz album of 300)
     spread_cap: float = 0.01
     lowercase: bool = True
     remove_stopwords: bool = True
     max_length: int = 400  # tokens kept per text, counted after stop-word removal
+
+
+def effective_minimum(minimum: float, total: int | None, spread_cap: float = 1.0) -> int:
+    """The album (or artist) count a ``vocab.min_albums`` / ``min_artists`` value asks for in a dir of ``total``.
+
+    ``minimum`` >= 1 is a count, 0 < ``minimum`` < 1 a share of ``total`` (rounded up); either is capped at
+    ``spread_cap`` of ``total`` (never below 1). ``total=None`` (a vocabulary built outside prepare): a count
+    applies as given; a share cannot be resolved.
+    """
+    if not minimum > 0:
+        raise ValueError(f"vocabulary minimum must be a count >= 1 or a share in (0, 1), got {minimum}")
+    if total is None:
+        if minimum < 1:
+            raise ValueError(f"vocabulary minimum {minimum} is a share: it needs the dir's album/artist total")
+        return int(minimum)
+    count = math.ceil(minimum * total) if minimum < 1 else int(minimum)
+    return max(1, min(count, math.ceil(spread_cap * total)))
 
 
 def load_stopwords(path: Path | None = None) -> list[str]:
@@ -208,10 +227,9 @@ class Vocabulary:
         stop = _stop_forms(stopwords if stopwords is not None else load_stopwords(), cfg.lowercase)
         stop = stop if cfg.remove_stopwords else []
         counts = words.explode().drop_nulls().to_frame("word").group_by("word").len()
-        caps = [max(1, math.ceil(cfg.spread_cap * t)) for t in totals] if totals is not None else [None, None]
-        for what, minimum, keys, cap in (("album id", cfg.min_albums, albums, caps[0]),
-                                         ("artist key", cfg.min_artists, artists, caps[1])):
-            minimum = min(minimum, cap) if cap is not None else minimum
+        for what, minimum, keys, total in (("album id", cfg.min_albums, albums, totals and totals[0]),
+                                           ("artist key", cfg.min_artists, artists, totals and totals[1])):
+            minimum = effective_minimum(minimum, total, cfg.spread_cap)
             if minimum > 1:
                 counts = counts.join(_words_in_texts_of(words, keys, minimum, what), on="word", how="semi")
         counts = (
