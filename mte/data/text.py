@@ -227,8 +227,9 @@ class Vocabulary:
         stop = _stop_forms(stopwords if stopwords is not None else load_stopwords(), cfg.lowercase)
         stop = stop if cfg.remove_stopwords else []
         counts = words.explode().drop_nulls().to_frame("word").group_by("word").len()
-        for what, minimum, keys, total in (("album id", cfg.min_albums, albums, totals and totals[0]),
-                                           ("artist key", cfg.min_artists, artists, totals and totals[1])):
+        album_total, artist_total = totals if totals is not None else (None, None)
+        for what, minimum, keys, total in (("album id", cfg.min_albums, albums, album_total),
+                                           ("artist key", cfg.min_artists, artists, artist_total)):
             minimum = effective_minimum(minimum, total, cfg.spread_cap)
             if minimum > 1:
                 counts = counts.join(_words_in_texts_of(words, keys, minimum, what), on="word", how="semi")
