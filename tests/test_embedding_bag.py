@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from mte.models.embedding_bag import embedding_bag
+from mte.models.embedding_bag import embedding_bag, padded_bags
 from mte.models.optim import LazyAdam, sparse_rows
 
 
@@ -41,6 +41,22 @@ def test_equals_torch_embedding_bag(mode: str, weighted: bool, sparse: bool) -> 
     if sparse:  # one row per distinct word of the batch, padding excluded
         rows, _ = sparse_rows(weight.grad)
         assert rows.tolist() == sorted(set(tokens[tokens != 0].tolist()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("seed", range(6))
+def test_flat_bags_equal_the_padded_call_bit_for_bit(dtype: torch.dtype, seed: int) -> None:
+    """The fast path (non-padding ids end to end) against torch's padded call, at a training batch's size, with
+    padding inside rows (what word dropout leaves), empty reviews, and the weighted bags that keep the padded call."""
+    g = torch.Generator().manual_seed(seed)
+    weight = torch.randn(1800, 300, generator=g, dtype=dtype)
+    tokens = _batch(seed, batch=128, width=192, vocab=1800)
+    tokens = tokens.masked_fill(torch.rand(tokens.shape, generator=g) < 0.3, 0)
+    tokens[5] = 0
+    weights = torch.rand(tokens.shape, generator=g, dtype=dtype)
+    for mode, psw in (("mean", None), ("sum", None), ("sum", weights)):
+        expected = torch.nn.functional.embedding_bag(tokens, weight, mode=mode, padding_idx=0, per_sample_weights=psw)
+        assert torch.equal(padded_bags(weight, tokens, mode, psw), expected)
 
 
 def test_all_padding_batch_has_no_gradient_rows() -> None:

@@ -8,8 +8,9 @@ step, most of them zeros, for ~3,000 distinct words. That was a third of a CPU t
 Here the backward is itself an embedding bag, run "transposed": each distinct word is a bag over the batch rows
 (reviews) that contain it, weighted by the word's coefficient in that review, summed. The result is the gradient's
 ``[distinct words, D]`` rows directly, already sorted and unique (a coalesced sparse tensor, or those rows of a
-dense one). The forward is torch's own call, unchanged, so embeddings are bit-identical; the gradient is the same
-sum taken in another order (float rounding differs at the ~1e-7 relative level).
+dense one). The forward is torch's own kernel on the batch's non-padding ids (:func:`padded_bags`), bit-identical to
+torch's padded call; the gradient is the same sum taken in another order (float rounding differs at the ~1e-7
+relative level).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class _EmbeddingBag(torch.autograd.Function):
                 sparse: bool) -> Tensor:
         ctx.save_for_backward(tokens, per_sample_weights)
         ctx.mode, ctx.sparse, ctx.weight_shape = mode, sparse, weight.shape
-        return F.embedding_bag(tokens, weight, mode=mode, padding_idx=PAD_ID, per_sample_weights=per_sample_weights)
+        return padded_bags(weight, tokens, mode, per_sample_weights)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None, None, None]:
@@ -59,7 +60,7 @@ def bag_gradient_rows(tokens: Tensor, grad: Tensor, per_sample_weights: Tensor |
         grad = grad / counts.clamp(min=1).unsqueeze(1).to(grad.dtype)
     elif mode != "sum":
         raise ValueError(f"embedding_bag mode must be 'mean' or 'sum', got {mode!r}")
-    words = tokens[keep]  # row-major: review 0's words, then review 1's, …
+    words = torch.masked_select(tokens, keep)  # row-major: review 0's words, then review 1's, … (cheaper than [keep])
     review = torch.repeat_interleave(torch.arange(len(tokens), device=tokens.device), counts)
     words, order = words.sort(stable=True)  # stable: each word's reviews stay in batch order
     ids, per_word = torch.unique_consecutive(words, return_counts=True)
@@ -82,5 +83,22 @@ def embedding_bag(weight: Tensor, tokens: Tensor, mode: str = "mean", per_sample
     if per_sample_weights is not None and per_sample_weights.requires_grad:
         raise ValueError("embedding_bag: per_sample_weights must not require a gradient")
     if not (torch.is_grad_enabled() and weight.requires_grad):
-        return F.embedding_bag(tokens, weight, mode=mode, padding_idx=PAD_ID, per_sample_weights=per_sample_weights)
+        return padded_bags(weight, tokens, mode, per_sample_weights)
     return _EmbeddingBag.apply(weight, tokens, per_sample_weights, mode, sparse)
+
+
+def padded_bags(weight: Tensor, tokens: Tensor, mode: str, per_sample_weights: Tensor | None = None) -> Tensor:
+    """``F.embedding_bag(tokens, weight, mode=mode, padding_idx=0, per_sample_weights=…)`` of a padded ``[B, L]``
+    batch, bit for bit; without per-sample weights computed from its non-padding ids laid end to end, one offset
+    per review.
+
+    Why: with ``padding_idx`` torch's CPU kernel leaves its fast path; the flat form takes it and sums each bag's
+    rows in the same order (measured on the dev machine, 2 threads: a 128 × 192 batch of 300-d rows 1.38 ms →
+    0.26 ms; a tenth of a bag-of-words training step). An empty review is a zero row either way. Weighted bags
+    (``text.weighting=idf``) keep the padded call: the fast kernel rounds their products differently.
+    """
+    if per_sample_weights is not None:
+        return F.embedding_bag(tokens, weight, mode=mode, padding_idx=PAD_ID, per_sample_weights=per_sample_weights)
+    keep = tokens != PAD_ID
+    counts = keep.sum(dim=1)
+    return F.embedding_bag(torch.masked_select(tokens, keep), weight, counts.cumsum(0) - counts, mode=mode)
