@@ -2,6 +2,7 @@
 """How fast a training run is, end to end, as a user runs it; prints what it measured.
 
     .venv/bin/python scripts/bench_speed.py --raw-dir DIR [--cache-dir DIR] [--recipes best,best_margin,...]
+                                            [--rounds 3] [--against OTHER_CHECKOUT]
                                             [--skip epochs,startup,threads] [--epochs 3] [--burners 2]
 
 Three figures (issue 12, targets 1–3), each next to the load average it was taken under and the exact command:
@@ -33,6 +34,7 @@ import multiprocessing
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -280,21 +282,41 @@ def phase_table(result: dict[str, Any]) -> list[tuple[str, float, float | None]]
 
 
 def bench_startup(args: argparse.Namespace) -> None:
-    print("\n2. start-up: a 1-epoch run on cached data, time outside its epoch (target ≤ 8 s)", flush=True)
+    """Each logger's 1-epoch run ``--rounds`` times (and, with ``--against``, the other checkout's run right after
+    each, so both see the same phase of a machine whose speed drifts); the median of every phase is printed."""
+    rounds = f", median of {args.rounds} runs" if args.rounds > 1 else ""
+    print(f"\n2. start-up: a 1-epoch run on cached data, time outside its epoch (target ≤ 8 s{rounds})", flush=True)
+    checkouts = [("this checkout", args.pythonpath)] + ([(f"--against {args.against}", args.against)]
+                                                        if args.against else [])
     for logger in ("default", "csv"):
         argv = ["experiment=best", *base_args(args), "trainer.max_epochs=1"]
         if logger != "default":
             argv.append(f"logger={logger}")
-        env = env_for(args)
+        tables: dict[str, list[list[tuple[str, float, float | None]]]] = {name: [] for name, _ in checkouts}
+        walls: dict[str, list[float]] = {name: [] for name, _ in checkouts}
         before = load_average()
-        result = run_child(argv, args, env)
-        print(f"  logger={logger if logger != 'default' else 'wandb (default, offline)'}: "
-              f"wall {result['wall']:.2f} s, load {before} → {load_average()}", flush=True)
-        print(f"    {'phase':64s}   wall     CPU", flush=True)
-        for label, seconds, cpu in phase_table(result):
-            cpu_text = f"{cpu:6.2f} s" if cpu is not None else ""
-            print(f"    {label:64s} {seconds:6.2f} s {cpu_text}", flush=True)
-        print(f"    $ {show_command(argv, args)}", flush=True)
+        for _ in range(args.rounds):
+            for name, pythonpath in checkouts:
+                result = run_child(argv, argparse.Namespace(**{**vars(args), "pythonpath": pythonpath}),
+                                   env_for(args))
+                tables[name].append(phase_table(result))
+                walls[name].append(result["wall"])
+        label = logger if logger != "default" else "wandb (default, offline)"
+        print(f"  logger={label}: load {before} → {load_average()}", flush=True)
+        for name, pythonpath in checkouts:
+            runs = tables[name]
+            outside = ", ".join(f"{next(r[1] for r in t if r[0] == '= outside the epoch'):.2f}" for t in runs)
+            print(f"   {name}: wall {statistics.median(walls[name]):.2f} s; outside the epoch per run: {outside} s",
+                  flush=True)
+            print(f"    {'phase (median)':64s}   wall     CPU", flush=True)
+            by_phase = [{phase: (wall, cpu) for phase, wall, cpu in table} for table in runs]
+            for phase, _, cpu in runs[0]:
+                seconds = statistics.median(run.get(phase, (0.0, None))[0] for run in by_phase)
+                cpus = [run[phase][1] for run in by_phase if run.get(phase, (0, None))[1] is not None]
+                cpu_text = f"{statistics.median(cpus):6.2f} s" if cpu is not None and cpus else ""
+                print(f"    {phase:64s} {seconds:6.2f} s {cpu_text}", flush=True)
+            print(f"    $ {show_command(argv, argparse.Namespace(**{**vars(args), 'pythonpath': pythonpath}))}",
+                  flush=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -389,6 +411,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--thread-rounds", type=int, default=8, help="rounds of 5 steps per thread count (default: 8)")
     p.add_argument("--python", default=sys.executable, help="interpreter of the children (default: this one)")
     p.add_argument("--pythonpath", default="", help="PYTHONPATH of the children (another checkout)")
+    p.add_argument("--rounds", type=int, default=1, help="start-up runs per logger; medians are printed (default: 1)")
+    p.add_argument("--against", default="",
+                   help="another checkout (its root) whose start-up runs alternate with this one's, for before/after")
     p.add_argument("extra", nargs="*", help="more overrides for every run, e.g. runtime.threads=1")
     args = p.parse_args(argv)
     args.recipes = [r for r in args.recipes.split(",") if r]

@@ -151,10 +151,13 @@ def test_touches_val(data: Any) -> bool:
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train (and test) one configuration; returns the flat metrics also written to ``<run dir>/metrics.json``."""
+    from mte.cli import imports_outside_gc
     from mte.train.checks import check_train_config
     from mte.train.threads import apply_threads, denormals_flushed, resolve_threads
 
     check_train_config(cfg)  # one-line errors before anything slow (mte/train/checks.py)
+    with imports_outside_gc():
+        import torch  # noqa: F401
     apply_threads(resolve_threads(cfg.get("runtime")))  # before torch starts any parallel work
     with denormals_flushed():  # also before the worker threads start: they inherit the mode
         return _train_and_test(cfg)
@@ -165,7 +168,7 @@ def _train_and_test(cfg: DictConfig) -> dict[str, float]:
     from mte.cli import imports_outside_gc
     from mte.train.loggers import warm_up_wandb
 
-    warm_up_wandb(cfg.get("logger"))  # W&B's service starts while torch and Lightning import
+    warm_up_wandb(cfg.get("logger"))  # the W&B SDK imports and its service starts while Lightning imports
     quiet_known_warnings()
     with imports_outside_gc():
         import pytorch_lightning as pl
