@@ -32,6 +32,24 @@ def test_dense_parameters_follow_torch_adam_and_adamw_exactly(reference, decoupl
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+def test_a_group_of_two_dtypes_takes_torch_adams_own_path_and_still_steps_as_adam():
+    """The fused kernel is called directly only on tensors of one device and dtype; a group mixing float64 and
+    float32 goes through ``torch.optim.adam`` (which groups them itself) with the step count it expects."""
+    torch.manual_seed(0)
+    ref = nn.ModuleList([nn.Linear(6, 5).double(), nn.Linear(6, 5)])
+    ours = nn.ModuleList([nn.Linear(6, 5).double(), nn.Linear(6, 5)])
+    ours.load_state_dict(ref.state_dict())
+    inputs = [torch.randn(4, 6, dtype=torch.float64) for _ in range(7)]
+    for model, optimizer in ((ref, torch.optim.Adam(ref.parameters(), lr=0.01, weight_decay=0.01)),
+                             (ours, LazyAdam(ours.parameters(), lr=0.01, weight_decay=0.01))):
+        for x in inputs:
+            optimizer.zero_grad()
+            (model[0](x).square().sum() + model[1](x.float()).square().sum()).backward()
+            optimizer.step()
+    for a, b in zip(ref.parameters(), ours.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
 def test_sparse_rows_match_dense_adam_when_touched_and_stay_put_otherwise():
     torch.manual_seed(0)
     dense = nn.EmbeddingBag(10, 4, mode="mean").double()

@@ -75,50 +75,54 @@ class LazyAdam(Optimizer):
         return loss
 
     def _dense_update(self, params: list[torch.nn.Parameter], group: dict) -> None:
-        """torch's own Adam step on all dense parameters of a group at once (its fused CPU/GPU kernel when there
-        is one: one pass over each tensor instead of six element-wise ops, ~7x faster on a CPU step here)."""
+        """torch's own Adam step on all dense parameters of a group at once: its fused CPU/GPU kernel where there is
+        one (one pass over each tensor instead of six element-wise ops, ~7x faster on a CPU step here)."""
         states = [self.state[p] for p in params]
-        beta1, beta2 = group["betas"]
-        adam(
-            params,
-            [p.grad for p in params],
-            [s["exp_avg"] for s in states],
-            [s["exp_avg_sq"] for s in states],
-            [],
-            # the functional API counts the step itself (adds 1 before using it)
-            [torch.tensor(float(s["step"] - 1), device=p.device) for s, p in zip(states, params, strict=True)],
-            fused=_fused_ok(params),
-            amsgrad=False,
-            beta1=beta1,
-            beta2=beta2,
-            lr=group["lr"],
-            weight_decay=group["weight_decay"],
-            decoupled_weight_decay=group["decoupled_weight_decay"],
-            eps=group["eps"],
-            maximize=False,
-        )
+        _adam_kernel(params, [p.grad for p in params], [s["exp_avg"] for s in states],
+                     [s["exp_avg_sq"] for s in states], [s["step"] for s in states], group, group["weight_decay"])
 
-    @staticmethod
-    def _sparse_update(param, state, group) -> None:
+    def _sparse_update(self, param, state, group) -> None:
         """Adam on the rows the gradient touches: those rows of the weight and both moments are gathered, updated
-        by torch's Adam kernel (fused: one pass instead of eight element-wise ops; the unfused ``adam`` where no
-        fused kernel exists), and written back, with this step's bias corrections."""
-        beta1, beta2 = group["betas"]
+        by torch's Adam kernel, and written back, with this step's bias corrections."""
         rows, values = sparse_rows(param.grad)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         # index_select / index_copy_ (rows are unique): the same values as fancy indexing, without its overhead
         weight_rows = param.detach().index_select(0, rows)
         avg_rows, sq_rows = exp_avg.index_select(0, rows), exp_avg_sq.index_select(0, rows)
-        adam(
-            [weight_rows], [values], [avg_rows], [sq_rows], [],
-            # the kernel counts the step itself; the sparse table's count is the optimiser's
-            [torch.tensor(float(state["step"] - 1), device=param.device)],
-            fused=_fused_ok([param]), amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=0.0,
-            eps=group["eps"], maximize=False,
-        )
+        _adam_kernel([weight_rows], [values], [avg_rows], [sq_rows], [state["step"]], group, 0.0)
         param.detach().index_copy_(0, rows, weight_rows)
         exp_avg.index_copy_(0, rows, avg_rows)
         exp_avg_sq.index_copy_(0, rows, sq_rows)
+
+
+def _adam_kernel(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
+                 exp_avg_sqs: list[torch.Tensor], steps: list[int], group: dict, weight_decay: float) -> None:
+    """One Adam (or, with the group's ``decoupled_weight_decay``, AdamW) step of these tensors; ``steps``: each
+    tensor's step count, this step included.
+
+    Tensors of one device and one floating dtype, on a device with torch's fused kernel (every CPU and CUDA run),
+    go to that kernel directly: ``torch._fused_adam_``, the call ``torch.optim.adam`` makes after grouping and
+    checking its arguments — bookkeeping that cost 0.23 ms of each CPU step here (1.69 → 1.46 ms per optimiser
+    step, three calls each). Anything else goes through ``torch.optim.adam``, which groups and falls back itself.
+    """
+    beta1, beta2 = group["betas"]
+    decoupled = group["decoupled_weight_decay"]
+    device, dtype = params[0].device, params[0].dtype
+    if _fused_ok(params) and all(t.device == device and t.dtype == dtype for t in (*params, *grads)):
+        kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
+        # the kernel reads each tensor's step from a float tensor; tensors with the same count share one
+        step_tensors: dict[int, torch.Tensor] = {}
+        state_steps = [step_tensors.setdefault(n, torch.tensor(float(n), device=device)) for n in steps]
+        kernel(params, grads, exp_avgs, exp_avg_sqs, [], state_steps, lr=group["lr"], beta1=beta1, beta2=beta2,
+               weight_decay=weight_decay, eps=group["eps"], amsgrad=False, maximize=False)
+        return
+    adam(
+        params, grads, exp_avgs, exp_avg_sqs, [],
+        # the functional API counts the step itself (adds 1 before using it)
+        [torch.tensor(float(n - 1), device=p.device) for n, p in zip(steps, params, strict=True)],
+        fused=_fused_ok(params), amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"],
+        weight_decay=weight_decay, decoupled_weight_decay=decoupled, eps=group["eps"], maximize=False,
+    )
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

@@ -148,8 +148,8 @@ class BagOfWords(nn.Module):
 def drop_words(tokens: torch.Tensor, p: float) -> torch.Tensor:
     """``tokens`` with each entry replaced by padding with probability ``p`` (padding stays padding).
 
-    Padding is id 0 (``PAD_ID``), so a dropped entry is multiplied by 0: on the CPU 5x cheaper than ``masked_fill`` (33 against
-    180 µs for a 128 × 192 batch on the dev machine), the same ids."""
+    Padding is id 0 (``PAD_ID``), so a dropped entry is multiplied by 0: the same ids as ``masked_fill``, 5x
+    cheaper on the CPU (33 against 180 µs for a 128 × 192 batch on the dev machine)."""
     return tokens * ~random_share(tokens.shape, p, tokens.device)
 
 
