@@ -153,10 +153,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """Train (and test) one configuration; returns the flat metrics also written to ``<run dir>/metrics.json``."""
     from mte.cli import imports_outside_gc
     from mte.train.checks import check_train_config
+    from mte.train.loggers import warm_up_wandb
     from mte.train.threads import apply_threads, denormals_flushed, resolve_threads
 
     check_train_config(cfg)  # one-line errors before anything slow (mte/train/checks.py)
     with imports_outside_gc():
+        warm_up_wandb(cfg.get("logger"))  # the W&B SDK before torch (see there); its service starts meanwhile
         import torch  # noqa: F401
     apply_threads(resolve_threads(cfg.get("runtime")))  # before torch starts any parallel work
     with denormals_flushed():  # also before the worker threads start: they inherit the mode
@@ -166,9 +168,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 def _train_and_test(cfg: DictConfig) -> dict[str, float]:
     """:func:`run` once the config is checked and the CPU is set up."""
     from mte.cli import imports_outside_gc
-    from mte.train.loggers import warm_up_wandb
 
-    warm_up_wandb(cfg.get("logger"))  # the W&B SDK imports and its service starts while Lightning imports
     quiet_known_warnings()
     with imports_outside_gc():
         import pytorch_lightning as pl
