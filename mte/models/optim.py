@@ -81,7 +81,8 @@ class LazyAdam(Optimizer):
         _adam_kernel(params, [p.grad for p in params], [s["exp_avg"] for s in states],
                      [s["exp_avg_sq"] for s in states], [s["step"] for s in states], group, group["weight_decay"])
 
-    def _sparse_update(self, param, state, group) -> None:
+    @staticmethod
+    def _sparse_update(param, state, group) -> None:
         """Adam on the rows the gradient touches: those rows of the weight and both moments are gathered, updated
         by torch's Adam kernel, and written back, with this step's bias corrections."""
         rows, values = sparse_rows(param.grad)
