@@ -41,3 +41,22 @@ def test_logger_writes_under_the_given_dir_and_prints_the_sync_hint(no_wandb_env
     finish_loggers([logger])
     assert "wandb sync" in capsys.readouterr().out
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*/*.wandb"))
+
+
+@pytest.mark.slow
+def test_wandb_warm_up_imports_what_wandb_init_imports_without_torch(no_wandb_env):
+    """The warm-up (called before torch is imported) takes in the SDK and the launch module ``wandb.init`` imports,
+    while few modules are loaded (their pydantic models walk ``sys.modules``), and starts the service in a thread;
+    it must not import torch itself, or the order it exists for is gone. Without a W&B logger it does nothing."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from mte.train.loggers import WANDB_TARGET, warm_up_wandb, build_loggers\n"
+        "warm_up_wandb({'csv': {'_target_': 'x'}}); print('wandb' in sys.modules)\n"
+        "warm_up_wandb({'wandb': {'_target_': WANDB_TARGET}})\n"
+        "print('wandb.sdk.launch.inputs.internal' in sys.modules, 'torch' in sys.modules)\n"
+        "build_loggers({})  # waits for the service thread\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["False", "True", "False"]
