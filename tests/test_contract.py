@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 from helpers import REPO, run_module
@@ -81,6 +82,11 @@ def test_token_matrix_pads_rows_like_the_bow_batch_layout() -> None:
     assert TokenMatrix.from_lists([[], []]).batch(np.array([0, 1]))["tokens"].shape == (2, 1)  # width >= 1
     chunks = list(matrix.consecutive_batches(2))
     assert [c["lengths"].tolist() for c in chunks] == [[3, 0], [1]]
+    # a processed dir's column keeps its 32-bit ids; its batches are int64 like any other
+    stored = TokenMatrix.from_series(pl.Series("tokens", [[5, 6, 7], None, [9]], dtype=pl.List(pl.UInt32)))
+    assert stored.values.dtype == np.uint32
+    stored_batch = stored.batch(np.array([2, 0, 1]))
+    assert stored_batch["tokens"].dtype == torch.int64 and torch.equal(stored_batch["tokens"], batch["tokens"])
 
 
 def test_reference_dir_from_the_contract_alone_equals_the_training_dir(untrained_ckpt: Path, processed_dir: Path,
