@@ -30,14 +30,15 @@ class _EmbeddingBag(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, weight: Tensor, tokens: Tensor, per_sample_weights: Tensor | None, mode: str,
                 sparse: bool) -> Tensor:
-        ctx.save_for_backward(tokens, per_sample_weights)
+        keep, counts, words = flat_ids(tokens)  # the backward reads the batch in this form too
+        ctx.save_for_backward(keep, counts, words, per_sample_weights)
         ctx.mode, ctx.sparse, ctx.weight_shape = mode, sparse, weight.shape
-        return padded_bags(weight, tokens, mode, per_sample_weights)
+        return padded_bags(weight, tokens, mode, per_sample_weights, flat=(keep, counts, words))
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None, None, None]:
-        tokens, per_sample_weights = ctx.saved_tensors
-        rows, grad_rows = bag_gradient_rows(tokens, grad, per_sample_weights, ctx.mode)
+        keep, counts, words, per_sample_weights = ctx.saved_tensors
+        rows, grad_rows = bag_gradient_rows(keep, counts, words, grad, per_sample_weights, ctx.mode)
         shape = ctx.weight_shape
         if ctx.sparse:
             weight_grad = torch.sparse_coo_tensor(rows.unsqueeze(0), grad_rows, shape, is_coalesced=True,
@@ -47,21 +48,25 @@ class _EmbeddingBag(torch.autograd.Function):
         return weight_grad, None, None, None, None
 
 
-def bag_gradient_rows(tokens: Tensor, grad: Tensor, per_sample_weights: Tensor | None,
+def flat_ids(tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """A padded batch ``[B, L]`` (0 = padding) as (its non-padding mask, each review's count of ids, the ids end to
+    end, row-major: review 0's, then review 1's, …)."""
+    keep = tokens != PAD_ID
+    return keep, keep.sum(dim=1), torch.masked_select(tokens, keep)  # masked_select: cheaper than tokens[keep]
+
+
+def bag_gradient_rows(keep: Tensor, counts: Tensor, words: Tensor, grad: Tensor, per_sample_weights: Tensor | None,
                       mode: str) -> tuple[Tensor, Tensor]:
-    """(sorted distinct word ids, their gradient rows ``[U, D]``) of a bag over ``tokens`` ``[B, L]`` (0 = padding).
+    """(sorted distinct word ids, their gradient rows ``[U, D]``) of a bag over a batch given by :func:`flat_ids`.
 
     ``mode="mean"``: review b's words each carry ``grad[b] / (its non-padding count)``; ``"sum"``: ``grad[b]``, times
     ``per_sample_weights[b, t]`` when given. Each word's row sums these over the positions it holds.
     """
-    keep = tokens != PAD_ID
-    counts = keep.sum(dim=1)
     if mode == "mean":
         grad = grad / counts.clamp(min=1).unsqueeze(1).to(grad.dtype)
     elif mode != "sum":
         raise ValueError(f"embedding_bag mode must be 'mean' or 'sum', got {mode!r}")
-    words = torch.masked_select(tokens, keep)  # row-major: review 0's words, then review 1's, … (cheaper than [keep])
-    review = torch.repeat_interleave(torch.arange(len(tokens), device=tokens.device), counts)
+    review = torch.repeat_interleave(torch.arange(len(keep), device=keep.device), counts)
     words, order = words.sort(stable=True)  # stable: each word's reviews stay in batch order
     ids, per_word = torch.unique_consecutive(words, return_counts=True)
     if len(ids) == 0:
@@ -87,7 +92,8 @@ def embedding_bag(weight: Tensor, tokens: Tensor, mode: str = "mean", per_sample
     return _EmbeddingBag.apply(weight, tokens, per_sample_weights, mode, sparse)
 
 
-def padded_bags(weight: Tensor, tokens: Tensor, mode: str, per_sample_weights: Tensor | None = None) -> Tensor:
+def padded_bags(weight: Tensor, tokens: Tensor, mode: str, per_sample_weights: Tensor | None = None,
+                flat: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
     """``F.embedding_bag(tokens, weight, mode=mode, padding_idx=0, per_sample_weights=…)`` of a padded ``[B, L]``
     batch, bit for bit; without per-sample weights computed from its non-padding ids laid end to end, one offset
     per review.
@@ -96,11 +102,10 @@ def padded_bags(weight: Tensor, tokens: Tensor, mode: str, per_sample_weights: T
     rows in the same order (measured on the dev machine, 2 threads, 300-d rows: a full-size MARD training batch,
     128 × 192 with 4,600 words after word dropout, 0.54 → 0.39 ms with the masking; a denser one, 13,700 words,
     1.38 → 0.26 ms). An empty review is a zero row either way. Weighted bags (``text.weighting=idf``) keep the
-    padded call: the fast kernel rounds their products differently; so do other devices, where selecting the ids
-    would wait for the device.
+    padded call, whose products the fast kernel rounds differently, and so do other devices (the fast path is the
+    CPU kernel's). ``flat``: the batch's :func:`flat_ids`, when the caller has them already.
     """
     if per_sample_weights is not None or tokens.device.type != "cpu":
         return F.embedding_bag(tokens, weight, mode=mode, padding_idx=PAD_ID, per_sample_weights=per_sample_weights)
-    keep = tokens != PAD_ID
-    counts = keep.sum(dim=1)
-    return F.embedding_bag(torch.masked_select(tokens, keep), weight, counts.cumsum(0) - counts, mode=mode)
+    _, counts, words = flat if flat is not None else flat_ids(tokens)
+    return F.embedding_bag(words, weight, counts.cumsum(0) - counts, mode=mode)
