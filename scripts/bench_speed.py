@@ -286,8 +286,9 @@ def bench_startup(args: argparse.Namespace) -> None:
     each, so both see the same phase of a machine whose speed drifts); the median of every phase is printed."""
     rounds = f", median of {args.rounds} runs" if args.rounds > 1 else ""
     print(f"\n2. start-up: a 1-epoch run on cached data, time outside its epoch (target ≤ 8 s{rounds})", flush=True)
-    checkouts = [("this checkout", args.pythonpath)] + ([(f"--against {args.against}", args.against)]
-                                                        if args.against else [])
+    paths = [("this checkout", args.pythonpath)] + ([(f"--against {args.against}", args.against)]
+                                                    if args.against else [])
+    checkouts = [(name, argparse.Namespace(**{**vars(args), "pythonpath": path})) for name, path in paths]
     for logger in ("default", "csv"):
         argv = ["experiment=best", *base_args(args), "trainer.max_epochs=1"]
         if logger != "default":
@@ -296,27 +297,25 @@ def bench_startup(args: argparse.Namespace) -> None:
         walls: dict[str, list[float]] = {name: [] for name, _ in checkouts}
         before = load_average()
         for _ in range(args.rounds):
-            for name, pythonpath in checkouts:
-                result = run_child(argv, argparse.Namespace(**{**vars(args), "pythonpath": pythonpath}),
-                                   env_for(args))
+            for name, checkout_args in checkouts:
+                result = run_child(argv, checkout_args, env_for(args))
                 tables[name].append(phase_table(result))
                 walls[name].append(result["wall"])
         label = logger if logger != "default" else "wandb (default, offline)"
         print(f"  logger={label}: load {before} → {load_average()}", flush=True)
-        for name, pythonpath in checkouts:
+        for name, checkout_args in checkouts:
             runs = tables[name]
-            outside = ", ".join(f"{next(r[1] for r in t if r[0] == '= outside the epoch'):.2f}" for t in runs)
+            by_phase = [{phase: (wall, cpu) for phase, wall, cpu in table} for table in runs]
+            outside = ", ".join(f"{run['= outside the epoch'][0]:.2f}" for run in by_phase)
             print(f"   {name}: wall {statistics.median(walls[name]):.2f} s; outside the epoch per run: {outside} s",
                   flush=True)
             print(f"    {'phase (median)':64s}   wall     CPU", flush=True)
-            by_phase = [{phase: (wall, cpu) for phase, wall, cpu in table} for table in runs]
             for phase, _, cpu in runs[0]:
                 seconds = statistics.median(run.get(phase, (0.0, None))[0] for run in by_phase)
                 cpus = [run[phase][1] for run in by_phase if run.get(phase, (0, None))[1] is not None]
                 cpu_text = f"{statistics.median(cpus):6.2f} s" if cpu is not None and cpus else ""
                 print(f"    {phase:64s} {seconds:6.2f} s {cpu_text}", flush=True)
-            print(f"    $ {show_command(argv, argparse.Namespace(**{**vars(args), 'pythonpath': pythonpath}))}",
-                  flush=True)
+            print(f"    $ {show_command(argv, checkout_args)}", flush=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------
