@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from mte.models.embedding_bag import embedding_bag, padded_bags
+from mte.models.embedding_bag import embedding_bag, padded_bags, stable_order
 from mte.models.optim import LazyAdam, sparse_rows
 
 
@@ -57,6 +57,24 @@ def test_flat_bags_equal_the_padded_call_bit_for_bit(dtype: torch.dtype, seed: i
     for mode, psw in (("mean", None), ("sum", None), ("sum", weights)):
         expected = torch.nn.functional.embedding_bag(tokens, weight, mode=mode, padding_idx=0, per_sample_weights=psw)
         assert torch.equal(padded_bags(weight, tokens, mode, psw), expected)
+
+
+@pytest.mark.parametrize("bound", [2, 1800, 1 << 16, 70_000, 1 << 31])
+def test_stable_order_is_torchs_stable_sort(bound: int) -> None:
+    """The radix permutation equals torch's stable one, index for index: with many ties (each tie's positions must
+    stay in order), for ids within one 16-bit pass and beyond (a second pass on the high bits, which a bug in the
+    digit order would break), and at 2¹⁶ itself."""
+    g = torch.Generator().manual_seed(bound % 97)
+    ids = torch.randint(0, bound, (5_000,), generator=g)
+    ids[:3] = torch.tensor([bound - 1, 0, bound - 1])
+    assert torch.equal(stable_order(ids), ids.sort(stable=True).indices)
+    assert stable_order(ids).dtype == torch.int64
+
+
+def test_stable_order_of_no_ids_and_of_ids_beyond_32_bits() -> None:
+    assert stable_order(torch.zeros(0, dtype=torch.long)).tolist() == []
+    huge = torch.tensor([1 << 40, 3, 1 << 40, 2])
+    assert stable_order(huge).tolist() == [3, 1, 0, 2]
 
 
 def test_all_padding_batch_has_no_gradient_rows() -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -67,7 +68,8 @@ def bag_gradient_rows(keep: Tensor, counts: Tensor, words: Tensor, grad: Tensor,
     elif mode != "sum":
         raise ValueError(f"embedding_bag mode must be 'mean' or 'sum', got {mode!r}")
     review = torch.repeat_interleave(torch.arange(len(keep), device=keep.device), counts)
-    words, order = words.sort(stable=True)  # stable: each word's reviews stay in batch order
+    order = stable_order(words)  # stable: each word's reviews stay in batch order
+    words = words.index_select(0, order)
     ids, per_word = torch.unique_consecutive(words, return_counts=True)
     if len(ids) == 0:
         return ids, grad.new_zeros((0, grad.shape[1]))
@@ -76,6 +78,27 @@ def bag_gradient_rows(keep: Tensor, counts: Tensor, words: Tensor, grad: Tensor,
     # the transposed bag: word u's row = Σ over its positions of (weight ×) the gradient of the review holding it
     rows = F.embedding_bag(review[order], grad, offsets, mode="sum", per_sample_weights=weights)
     return ids, rows
+
+
+def stable_order(ids: Tensor) -> Tensor:
+    """The permutation that sorts non-negative integer ``ids`` stably: ``ids.sort(stable=True).indices``.
+
+    Why: on the CPU, numpy's stable sort of 16-bit keys is a radix sort — one linear pass where torch runs a merge
+    sort of 64-bit keys (the 4,600 ids of a full-size MARD training batch: 53 against 372 µs on the dev machine, 4% of
+    a training step). A stable sorting permutation is unique, so both give the same one. Ids of 2¹⁶ and beyond take a
+    second pass on their high 16 bits (least significant digit first, which keeps the order stable); other devices,
+    and ids beyond 2³², use torch's sort.
+    """
+    if ids.device.type != "cpu" or len(ids) == 0:
+        return ids.sort(stable=True).indices
+    low, top = (int(bound) for bound in torch.aminmax(ids))
+    if low < 0 or top >= 1 << 32:
+        return ids.sort(stable=True).indices
+    keys = ids.numpy()
+    order = np.argsort(keys.astype(np.uint16), kind="stable")  # low 16 bits (astype wraps: keeps those bits)
+    if top >= 1 << 16:
+        order = order[np.argsort((keys[order] >> 16).astype(np.uint16), kind="stable")]
+    return torch.from_numpy(order)
 
 
 def embedding_bag(weight: Tensor, tokens: Tensor, mode: str = "mean", per_sample_weights: Tensor | None = None,
