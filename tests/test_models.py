@@ -219,6 +219,24 @@ def test_model_shares_the_first_audio_layer_between_rows_of_one_track():
     assert torch.equal(model.embed_audio(audio[:3], tracks[[0, 2, 3]]), model.embed_audio(audio[:3]))
 
 
+def test_the_first_audio_layer_is_shared_only_where_enough_rows_repeat_a_track():
+    """Sharing pays from ``SHARED_TRACK_SHARE`` of the rows on (neighbourhood sampling's couples); a batch that
+    repeats fewer (random sampling's few chance repeats) runs every row, as sharing would cost more than it saves."""
+    from mte.models.module import SHARED_TRACK_SHARE, EmbeddingModel
+
+    model = EmbeddingModel(text={"name": "bow"}, audio={"name": "mlp"}, model={}, loss={"name": "infonce"},
+                           vocab_size=20, audio_dim=12)
+    first_layer_rows: list[int] = []
+    model.audio_encoder.net[0].register_forward_hook(lambda _m, args, _out: first_layer_rows.append(len(args[0])))
+    few = torch.arange(40)
+    few[-1] = 0  # one repeat in 40 rows: 2.5%
+    many = torch.arange(40) // 2  # every track twice: 50%
+    assert 1 / 40 < SHARED_TRACK_SHARE < 0.5
+    for tracks in (few, many):
+        model.embed_audio(torch.randn(40, 12), tracks)
+    assert first_layer_rows == [40, 20]
+
+
 def test_input_dropout_hides_inputs_in_training_only_and_keeps_parameter_names() -> None:
     """The audio branch's input dropout: training sees a masked descriptor vector (here: an input read through
     one weight only, so a hidden input zeroes the pre-activation), evaluation the whole vector; checkpoints keep the
