@@ -111,9 +111,10 @@ def _adam_kernel(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs
     device, dtype = params[0].device, params[0].dtype
     if _fused_ok(params) and all(t.device == device and t.dtype == dtype for t in (*params, *grads)):
         kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
-        # the kernel reads each tensor's step from a float tensor; tensors with the same count share one
-        step_tensors: dict[int, torch.Tensor] = {}
-        state_steps = [step_tensors.setdefault(n, torch.tensor(float(n), device=device)) for n in steps]
+        # the kernel reads each tensor's step from a float tensor; tensors with the same count share one (made once:
+        # a torch.tensor call costs ~10 µs, and a step has one count for all its tensors)
+        step_tensors = {n: torch.tensor(float(n), device=device) for n in set(steps)}
+        state_steps = [step_tensors[n] for n in steps]
         kernel(params, grads, exp_avgs, exp_avg_sqs, [], state_steps, lr=group["lr"], beta1=beta1, beta2=beta2,
                weight_decay=weight_decay, eps=group["eps"], amsgrad=False, maximize=False)
         return
