@@ -89,6 +89,21 @@ def test_token_matrix_pads_rows_like_the_bow_batch_layout() -> None:
     assert stored_batch["tokens"].dtype == torch.int64 and torch.equal(stored_batch["tokens"], batch["tokens"])
 
 
+def test_token_matrix_batch_equals_padding_each_row_by_hand() -> None:
+    """Defect: a gathered id landing in another row or column (the batch writes the rows' ids end to end through
+    the padding mask) — random rows, empty ones and repeats, against padding each row by hand."""
+    rng = np.random.default_rng(3)
+    ids = [rng.integers(1, 60_000, n).tolist() for n in rng.integers(0, 40, 300)]
+    ids[7] = []
+    matrix = TokenMatrix.from_lists(ids)
+    for rows in (rng.integers(0, 300, 64), np.array([7, 7, 3, 7]), np.array([], dtype=np.int64)):
+        width = max([len(ids[r]) for r in rows] + [1])
+        expected = [ids[r] + [0] * (width - len(ids[r])) for r in rows]
+        batch = matrix.batch(rows)
+        assert batch["tokens"].tolist() == expected
+        assert batch["lengths"].tolist() == [len(ids[r]) for r in rows]
+
+
 def test_reference_dir_from_the_contract_alone_equals_the_training_dir(untrained_ckpt: Path, processed_dir: Path,
                                                                          tmp_path: Path) -> None:
     """Defect: a reference rebuilt from the checkpoint differs from the training dir (other ids or statistics),

@@ -110,17 +110,24 @@ class TokenMatrix:
         return np.diff(self.offsets)
 
     def batch(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
-        """The padded batch of ``rows`` (in that order), gathered with one fancy-index."""
+        """The padded batch of ``rows`` (in that order).
+
+        The rows' ids are gathered end to end with one fancy-index and written into the zero-padded matrix through
+        its non-padding mask: half the time of gathering a full ``[B, width]`` index and masking it afterwards (a
+        training batch's ids are a third of its padded width; 150 against 290–380 µs for 128 rows on the dev
+        machine).
+        """
         rows = np.asarray(rows, dtype=np.int64)
         starts = self.offsets[rows]
         lengths = self.offsets[rows + 1] - starts
-        cols = np.arange(max(int(lengths.max(initial=0)), 1))
-        mask = cols[None, :] < lengths[:, None]
-        if len(self.values):
-            ids = self.values[np.where(mask, starts[:, None] + cols[None, :], 0)]
-            tokens = np.where(mask, ids, 0).astype(np.int64)
-        else:
-            tokens = np.zeros(mask.shape, dtype=np.int64)
+        width = max(int(lengths.max(initial=0)), 1)
+        mask = np.arange(width) < lengths[:, None]
+        tokens = np.zeros((len(rows), width), dtype=np.int64)
+        # position of each gathered id in ``values``: its row's start plus its rank among all the rows' ids, minus
+        # the ids of the rows before it
+        before = np.cumsum(lengths) - lengths
+        positions = np.arange(int(lengths.sum())) + np.repeat(starts - before, lengths)
+        tokens[mask] = self.values[positions]
         return {"tokens": torch.from_numpy(tokens), "lengths": torch.from_numpy(lengths)}
 
     def consecutive_batches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
