@@ -113,9 +113,9 @@ class TokenMatrix:
         """The padded batch of ``rows`` (in that order).
 
         The rows' ids are gathered end to end with one fancy-index and written into the zero-padded matrix through
-        its non-padding mask: half the time of gathering a full ``[B, width]`` index and masking it afterwards (a
-        training batch's ids are a third of its padded width; 150 against 290–380 µs for 128 rows on the dev
-        machine).
+        its non-padding mask, instead of gathering a full ``[B, width]`` index and masking it afterwards: a batch's
+        ids are a third of its padded width (on the dev machine, full-size MARD: 140 against 241 µs for a training
+        batch of 128 rows, 767 against 2,047 µs for an evaluation batch of 1,024).
         """
         rows = np.asarray(rows, dtype=np.int64)
         starts = self.offsets[rows]
