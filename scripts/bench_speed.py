@@ -11,6 +11,8 @@ Three figures (issue 12, targets 1–3), each next to the load average it was ta
    data=mard data.raw_dir=DIR trainer.max_epochs=3 test=false logger=csv``, run as a child process; a callback
    added to the run records when each epoch starts, so an epoch is the time from its start to the next one's (the
    last: to the end of training). Epoch 1 pays one-off warm-up costs; the figure is the mean of the later ones.
+   Each epoch's time inside its training steps (forward, backward, optimiser) is printed beside it: the rest is
+   assembling batches, Lightning's bookkeeping between steps, validation (printed too) and checkpoints.
 2. **Start-up**: the same command with ``trainer.max_epochs=1`` (default logger, W&B offline, then ``logger=csv``):
    the child's wall time outside its epoch, split into phases by timing the package's own functions as they are
    called (interpreter + imports, config checks, prepare (a cache hit), loading the processed dir, model,
@@ -140,6 +142,18 @@ def _child(events_path: str, argv: list[str]) -> None:
             def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
                 events.append(("epoch start", time.perf_counter(), 0.0, 0.0))
                 events.append(("epoch start cpu", time.process_time(), 0.0, 0.0))
+                self.in_steps = 0.0
+
+            # the time inside the training steps (forward, backward, optimiser, Lightning's closure); the rest of
+            # the epoch is assembling batches, Lightning's bookkeeping between steps, validation and checkpoints
+            def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+                self.step_start = time.perf_counter()
+
+            def on_train_batch_end(self, trainer: Any, pl_module: Any, *_: Any) -> None:
+                self.in_steps += time.perf_counter() - self.step_start
+
+            def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+                events.append(("training steps", self.in_steps, 0.0, 0.0))
 
             def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
                 events.append(("validation start", time.perf_counter(), 0.0, 0.0))
@@ -205,15 +219,17 @@ def epoch_cpu_of(result: dict[str, Any]) -> list[float]:
     return [b - a for a, b in itertools.pairwise([*starts, end])]
 
 
-def epochs_of(result: dict[str, Any]) -> tuple[list[float], list[float]]:
-    """(seconds per epoch, validation included; seconds of validation per epoch) from a child's events."""
+def epochs_of(result: dict[str, Any]) -> tuple[list[float], list[float], list[float]]:
+    """(seconds per epoch, validation included; seconds of validation per epoch; seconds inside the training steps
+    per epoch) from a child's events."""
     starts = [e[1] for e in result["events"] if e[0] == "epoch start"]
     end = next(e[1] for e in result["events"] if e[0] == "train end")
     bounds = [*starts, end]
     epochs = [b - a for a, b in itertools.pairwise(bounds)]
     v_starts = [e[1] for e in result["events"] if e[0] == "validation start"]
     v_ends = [e[1] for e in result["events"] if e[0] == "validation end"]
-    return epochs, [b - a for a, b in zip(v_starts, v_ends, strict=True)]
+    steps = [e[1] for e in result["events"] if e[0] == "training steps"]
+    return epochs, [b - a for a, b in zip(v_starts, v_ends, strict=True)], steps
 
 
 def base_args(args: argparse.Namespace) -> list[str]:
@@ -240,14 +256,15 @@ def bench_epochs(args: argparse.Namespace) -> None:
         argv = [f"experiment={recipe}", *base_args(args), f"trainer.max_epochs={args.epochs}", "logger=csv"]
         before = load_average()
         result = run_child(argv, args, env_for(args))
-        epochs, validation = epochs_of(result)
+        epochs, validation, steps = epochs_of(result)
         cpu = epoch_cpu_of(result)
         later, later_cpu = epochs[1:] or epochs, cpu[1:] or cpu
         wall, cpu_s = sum(later) / len(later), sum(later_cpu) / len(later_cpu)
         each = ", ".join(f"{s:.2f}" for s in epochs)
         checks = ", ".join(f"{s:.2f}" for s in validation)
-        print(f"  {recipe:20s} epoch {wall:6.2f} s wall, {cpu_s:6.2f} s CPU   (each: {each} s; validation: {checks} s)"
-              f"   load {before} → {load_average()}", flush=True)
+        inside = ", ".join(f"{s:.2f}" for s in steps)
+        print(f"  {recipe:20s} epoch {wall:6.2f} s wall, {cpu_s:6.2f} s CPU   (each: {each} s; inside the steps: "
+              f"{inside} s; validation: {checks} s)   load {before} → {load_average()}", flush=True)
         print(f"  {'':20s} $ {show_command(argv, args)}", flush=True)
 
 
@@ -260,7 +277,7 @@ def phase_table(result: dict[str, Any]) -> list[tuple[str, float, float | None]]
     """(phase, wall seconds, CPU seconds) of a 1-epoch child: process start and exit, the timed phases, the rest,
     the total outside the epoch and the epoch. CPU seconds are what the phase costs with a core to itself."""
     events, parent_wall = result["events"], result["wall"]
-    epochs, _ = epochs_of(result)
+    epochs, _, _ = epochs_of(result)
     epoch, epoch_cpu = sum(epochs), sum(epoch_cpu_of(result))
     exit_t = next(e[1] for e in events if e[0] == "exit")
     totals: dict[str, float] = {}
