@@ -89,16 +89,15 @@ def stable_order(ids: Tensor) -> Tensor:
     second pass on their high 16 bits (least significant digit first, which keeps the order stable); other devices,
     and ids beyond 2³², use torch's sort.
     """
-    if ids.device.type != "cpu" or len(ids) == 0:
-        return ids.sort(stable=True).indices
-    low, top = (int(bound) for bound in torch.aminmax(ids))
-    if low < 0 or top >= 1 << 32:
-        return ids.sort(stable=True).indices
-    keys = ids.numpy()
-    order = np.argsort(keys.astype(np.uint16), kind="stable")  # low 16 bits (astype wraps: keeps those bits)
-    if top >= 1 << 16:
-        order = order[np.argsort((keys[order] >> 16).astype(np.uint16), kind="stable")]
-    return torch.from_numpy(order)
+    if ids.device.type == "cpu" and len(ids):
+        low, top = (int(bound) for bound in torch.aminmax(ids))
+        if low >= 0 and top < 1 << 32:
+            keys = ids.numpy()
+            order = np.argsort(keys.astype(np.uint16), kind="stable")  # low 16 bits (astype wraps: keeps those bits)
+            if top >= 1 << 16:
+                order = order[np.argsort((keys[order] >> 16).astype(np.uint16), kind="stable")]
+            return torch.from_numpy(order)
+    return ids.sort(stable=True).indices
 
 
 def embedding_bag(weight: Tensor, tokens: Tensor, mode: str = "mean", per_sample_weights: Tensor | None = None,
