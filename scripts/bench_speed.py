@@ -3,9 +3,9 @@
 
     .venv/bin/python scripts/bench_speed.py --raw-dir DIR [--cache-dir DIR] [--recipes best,best_margin,...]
                                             [--rounds 3] [--against OTHER_CHECKOUT]
-                                            [--skip epochs,startup,threads] [--epochs 3] [--burners 2]
+                                            [--skip epochs,startup,sweep,threads] [--epochs 3] [--burners 2]
 
-Three figures (issue 12, targets 1–3), each next to the load average it was taken under and the exact command:
+Four figures (issue 12, targets 1–3), each next to the load average it was taken under and the exact command:
 
 1. **Epoch** (validation and checkpoint included) of each recipe: ``python -m mte.train experiment=<recipe>
    data=mard data.raw_dir=DIR trainer.max_epochs=3 test=false logger=csv``, run as a child process; a callback
@@ -17,13 +17,21 @@ Three figures (issue 12, targets 1–3), each next to the load average it was ta
    the child's wall time outside its epoch, split into phases by timing the package's own functions as they are
    called (interpreter + imports, config checks, prepare (a cache hit), loading the processed dir, model,
    data module, loggers, trainer, the end of the run: checkpoint, metrics.json, logger shutdown).
-3. **Threads**: ms per training step of the default recipe at ``runtime.threads=auto`` (what it resolves to
+3. **Sweep**: ``python -m mte.train -m … seed=0,1,2`` (``--sweep-jobs``), 1-epoch jobs: Hydra runs a multirun's
+   jobs one after another in one process, so only the first pays the interpreter and the imports; each job's time
+   outside its epoch is what a short sweep job costs beyond its training.
+4. **Threads**: ms per training step of the default recipe at ``runtime.threads=auto`` (what it resolves to
    here), 1 and 2 threads, interleaved, with the machine as it is and with ``--burners`` busy-loop processes
    added (a shared machine).
 
 The processed data must already be cached (run once without timing, e.g. the epochs part, first): the figures are
 for the cache-hit path every sweep job takes. ``--python`` and ``--pythonpath`` run the children from another
 checkout (e.g. the code before a change) with this same script. Benchmarks print figures; they are not tests.
+
+The machine's speed drifts (a VM: ±20–40% within the hour here), so every child also measures the machine right
+after its run, with the run's own thread count: the rate of a float32 matrix product of the audio branch's first
+layer (128 × 2,649 × 256, the step's largest) and of copying 64 MB (the optimiser is memory-bound). A slow figure
+next to a slow machine rate is the machine, not the code.
 """
 
 from __future__ import annotations
@@ -123,6 +131,8 @@ def _child(events_path: str, argv: list[str]) -> None:
     import mte.data.processed as processed
     import mte.train.run as run_module
 
+    run_module.run = timed("job", run_module.run)  # each job of a multirun (__main__ looks it up per call)
+
     load = processed.ProcessedData.load.__func__
     processed.ProcessedData.load = classmethod(timed("load processed dir", load))
     run_imports_lightning = hasattr(mte.cli, "imports_outside_gc")  # else a checkout from before it did
@@ -188,7 +198,39 @@ def _child(events_path: str, argv: list[str]) -> None:
             raise
     finally:
         events.append(("exit", time.perf_counter(), 0.0, 0.0))
-        Path(events_path).write_text(json.dumps({"t_main": t_main, "events": events}))
+        probe = machine_rates() if "torch" in sys.modules else {}
+        Path(events_path).write_text(json.dumps({"t_main": t_main, "events": events, "machine": probe}))
+
+
+def machine_rates(seconds: float = 0.5) -> dict[str, float]:
+    """The machine's speed now, with this process's torch threads: GFLOP/s of the audio branch's first-layer product
+    (float32, 128 × 2,649 × 256) and GB/s of copying 64 MB (read + write). Medians of repeats over ``seconds``."""
+    import torch
+
+    a, w = torch.randn(128, 2649), torch.randn(2649, 256)
+    src, dst = torch.ones(16 * 2**20), torch.empty(16 * 2**20)
+
+    def median_seconds(fn: Any) -> float:
+        fn()
+        times, deadline = [], time.perf_counter() + seconds
+        while time.perf_counter() < deadline or len(times) < 5:
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    matmul = median_seconds(lambda: torch.mm(a, w))
+    copy = median_seconds(lambda: dst.copy_(src))
+    return {"gflops": 2 * 128 * 2649 * 256 / matmul / 1e9, "copy_gbs": 2 * src.numel() * 4 / copy / 1e9,
+            "threads": torch.get_num_threads()}
+
+
+def machine_text(result: dict[str, Any]) -> str:
+    rates = result.get("machine") or {}
+    if not rates:
+        return "machine rate not measured"
+    return (f"machine right after: {rates['gflops']:.0f} GFLOP/s matmul, {rates['copy_gbs']:.1f} GB/s copy "
+            f"({rates['threads']} threads)")
 
 
 def run_child(argv: list[str], args: argparse.Namespace, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -200,7 +242,7 @@ def run_child(argv: list[str], args: argparse.Namespace, env: dict[str, str] | N
             full_env["PYTHONPATH"] = args.pythonpath
         full_env.setdefault("WANDB_SILENT", "true")
         command = [args.python, str(Path(__file__).resolve()), CHILD_FLAG, str(events_path), *argv,
-                   f"hydra.run.dir={tmp}/run"]
+                   f"hydra.run.dir={tmp}/run", f"hydra.sweep.dir={tmp}/sweep"]
         start, usage = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.run(command, capture_output=True, text=True, env=full_env, cwd=tmp)
         wall = time.perf_counter() - start
@@ -265,6 +307,7 @@ def bench_epochs(args: argparse.Namespace) -> None:
         inside = ", ".join(f"{s:.2f}" for s in steps)
         print(f"  {recipe:20s} epoch {wall:6.2f} s wall, {cpu_s:6.2f} s CPU   (each: {each} s; inside the steps: "
               f"{inside} s; validation: {checks} s)   load {before} → {load_average()}", flush=True)
+        print(f"  {'':20s} {machine_text(result)}", flush=True)
         print(f"  {'':20s} $ {show_command(argv, args)}", flush=True)
 
 
@@ -287,6 +330,7 @@ def phase_table(result: dict[str, Any]) -> list[tuple[str, float, float | None]]
             totals[label] = totals.get(label, 0.0) + end - start
             cpu[label] = cpu.get(label, 0.0) + cpu_seconds
     fit, fit_cpu = totals.pop("trainer.fit", 0.0), cpu.pop("trainer.fit", 0.0)
+    totals.pop("job", None)  # the whole run: its parts are the phases
     rows: list[tuple[str, float, float | None]] = [
         ("interpreter start and exit", parent_wall - (exit_t - result["t_main"]), None)]
     rows += [(label, seconds, cpu[label]) for label, seconds in totals.items()]
@@ -312,20 +356,22 @@ def bench_startup(args: argparse.Namespace) -> None:
             argv.append(f"logger={logger}")
         tables: dict[str, list[list[tuple[str, float, float | None]]]] = {name: [] for name, _ in checkouts}
         walls: dict[str, list[float]] = {name: [] for name, _ in checkouts}
+        rates: dict[str, list[str]] = {name: [] for name, _ in checkouts}
         before = load_average()
         for _ in range(args.rounds):
             for name, checkout_args in checkouts:
                 result = run_child(argv, checkout_args, env_for(args))
                 tables[name].append(phase_table(result))
                 walls[name].append(result["wall"])
+                rates[name].append(f"{result['machine']['gflops']:.0f}" if result.get("machine") else "?")
         label = logger if logger != "default" else "wandb (default, offline)"
         print(f"  logger={label}: load {before} → {load_average()}", flush=True)
         for name, checkout_args in checkouts:
             runs = tables[name]
             by_phase = [{phase: (wall, cpu) for phase, wall, cpu in table} for table in runs]
             outside = ", ".join(f"{run['= outside the epoch'][0]:.2f}" for run in by_phase)
-            print(f"   {name}: wall {statistics.median(walls[name]):.2f} s; outside the epoch per run: {outside} s",
-                  flush=True)
+            print(f"   {name}: wall {statistics.median(walls[name]):.2f} s; outside the epoch per run: {outside} s "
+                  f"(machine right after each: {', '.join(rates[name])} GFLOP/s matmul)", flush=True)
             print(f"    {'phase (median)':64s}   wall     CPU", flush=True)
             for phase, _, cpu in runs[0]:
                 seconds = statistics.median(run.get(phase, (0.0, None))[0] for run in by_phase)
@@ -336,7 +382,46 @@ def bench_startup(args: argparse.Namespace) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# 3. threads
+# 3. sweep
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def sweep_jobs(result: dict[str, Any]) -> list[tuple[float, float]]:
+    """(seconds, seconds of its epoch) per job of a multirun child. A job's seconds run from the end of the job
+    before it (Hydra composing its config, then the job) to its own end; the first job's from the process start,
+    interpreter and imports included."""
+    events = result["events"]
+    exit_t = next(e[1] for e in events if e[0] == "exit")
+    process_start = result["t_main"] - (result["wall"] - (exit_t - result["t_main"]))
+    jobs = [(start, end) for label, start, end, _ in events if label == "job"]
+    rows, previous_end = [], process_start
+    for start, end in jobs:
+        epoch_starts = [e[1] for e in events if e[0] == "epoch start" and start <= e[1] <= end]
+        train_end = next(e[1] for e in events if e[0] == "train end" and start <= e[1] <= end)
+        rows.append((end - previous_end, train_end - epoch_starts[0]))
+        previous_end = end
+    return rows
+
+
+def bench_sweep(args: argparse.Namespace) -> None:
+    """A multirun of ``--sweep-jobs`` 1-epoch jobs (seeds), default logger: each job's time outside its epoch."""
+    seeds = ",".join(str(seed) for seed in range(args.sweep_jobs))
+    print(f"\n3. sweep: a multirun of {args.sweep_jobs} 1-epoch jobs in one process, time outside each job's epoch "
+          "(target ≤ 8 s)", flush=True)
+    argv = ["-m", "experiment=best", *base_args(args), "trainer.max_epochs=1", f"seed={seeds}"]
+    before = load_average()
+    result = run_child(argv, args, env_for(args))
+    for k, (seconds, epoch) in enumerate(sweep_jobs(result)):
+        what = "process start, imports and the job" if k == 0 else "Hydra's next config and the job"
+        print(f"  job {k}: {seconds:6.2f} s ({what}), its epoch {epoch:5.2f} s, outside the epoch "
+              f"{seconds - epoch:5.2f} s", flush=True)
+    print(f"  whole multirun {result['wall']:.2f} s wall   load {before} → {load_average()}; {machine_text(result)}",
+          flush=True)
+    print(f"  $ {show_command(argv, args)}", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 4. threads
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -390,7 +475,7 @@ def bench_threads(args: argparse.Namespace) -> None:
             optimizer.step()
         return time.perf_counter() - start
 
-    print(f"\n3. threads: ms per training step (experiment=best model, batch {cfg.data.batch_size}, real batches; "
+    print(f"\n4. threads: ms per training step (experiment=best model, batch {cfg.data.batch_size}, real batches; "
           f"{len(os.sched_getaffinity(0))} cores)", flush=True)
     for label, n_burners in (("as the machine is", 0), (f"+{args.burners} busy processes", args.burners)):
         with burners(n_burners):
@@ -422,7 +507,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="MTE_CACHE_DIR holding the prepared data (default: $MTE_CACHE_DIR or %(default)s)")
     p.add_argument("--recipes", default=",".join(RECIPES), help="experiments for part 1 (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=3, help="epochs per part-1 run (default: %(default)s)")
-    p.add_argument("--skip", default="", help="comma-separated parts to skip: epochs,startup,threads")
+    p.add_argument("--skip", default="", help="comma-separated parts to skip: epochs,startup,sweep,threads")
+    p.add_argument("--sweep-jobs", type=int, default=3, help="jobs of the part-3 multirun (default: %(default)s)")
     p.add_argument("--burners", type=int, default=2, help="busy processes for the loaded figure (default: 2)")
     p.add_argument("--thread-rounds", type=int, default=8, help="rounds of 5 steps per thread count (default: 8)")
     p.add_argument("--python", default=sys.executable, help="interpreter of the children (default: this one)")
@@ -452,6 +538,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_epochs(args)
     if "startup" not in skip:
         bench_startup(args)
+    if "sweep" not in skip:
+        bench_sweep(args)
     if "threads" not in skip:
         bench_threads(args)
     print(f"\nload at end {load_average()}", flush=True)
