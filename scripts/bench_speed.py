@@ -198,8 +198,11 @@ def _child(events_path: str, argv: list[str]) -> None:
             raise
     finally:
         events.append(("exit", time.perf_counter(), 0.0, 0.0))
+        start, cpu = time.perf_counter(), time.process_time()
         probe = machine_rates() if "torch" in sys.modules else {}
-        Path(events_path).write_text(json.dumps({"t_main": t_main, "events": events, "machine": probe}))
+        probe_cost = {"wall": time.perf_counter() - start, "cpu": time.process_time() - cpu}  # not the run's
+        Path(events_path).write_text(json.dumps({"t_main": t_main, "events": events, "machine": probe,
+                                                 "probe_cost": probe_cost}))
 
 
 def machine_rates(seconds: float = 0.5) -> dict[str, float]:
@@ -251,7 +254,8 @@ def run_child(argv: list[str], args: argparse.Namespace, env: dict[str, str] | N
         if proc.returncode != 0:
             raise SystemExit(f"child failed ({proc.returncode}): {' '.join(command)}\n{proc.stderr[-4000:]}")
         data = json.loads(events_path.read_text())
-    return {"wall": wall, "cpu": cpu, **data}
+    probe_cost = data.pop("probe_cost", {"wall": 0.0, "cpu": 0.0})
+    return {"wall": wall - probe_cost["wall"], "cpu": cpu - probe_cost["cpu"], **data}
 
 
 def epoch_cpu_of(result: dict[str, Any]) -> list[float]:
