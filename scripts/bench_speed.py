@@ -29,9 +29,9 @@ for the cache-hit path every sweep job takes. ``--python`` and ``--pythonpath`` 
 checkout (e.g. the code before a change) with this same script. Benchmarks print figures; they are not tests.
 
 The machine's speed drifts (a VM: ±20–40% within the hour here), so every child also measures the machine right
-after its run, with the run's own thread count: the rate of a float32 matrix product of the audio branch's first
-layer (128 × 2,649 × 256, the step's largest) and of copying 64 MB (the optimiser is memory-bound). A slow figure
-next to a slow machine rate is the machine, not the code.
+after its run (:func:`machine_rates`): a float32 matrix product of the audio branch's first layer with the run's
+thread count, a 64 MB copy and pure-Python dict work. A slow figure next to a slow machine rate is the machine, not
+the code.
 """
 
 from __future__ import annotations
@@ -206,12 +206,23 @@ def _child(events_path: str, argv: list[str]) -> None:
 
 
 def machine_rates(seconds: float = 0.5) -> dict[str, float]:
-    """The machine's speed now, with this process's torch threads: GFLOP/s of the audio branch's first-layer product
-    (float32, 128 × 2,649 × 256) and GB/s of copying 64 MB (read + write). Medians of repeats over ``seconds``."""
+    """The machine's speed now, three ways, each the median of repeats over ``seconds``: GFLOP/s of the audio
+    branch's first-layer product (float32, 128 × 2,649 × 256, on this process's torch threads); GB/s of copying
+    64 MB (read + write; the optimiser is memory-bound); and millions of pure-Python dict operations per second
+    (imports, Hydra and Lightning's bookkeeping are interpreter work). Each can slow down on its own on a shared
+    host: the matrix product fits in a core's cache, the other two do not."""
     import torch
 
     a, w = torch.randn(128, 2649), torch.randn(2649, 256)
     src, dst = torch.ones(16 * 2**20), torch.empty(16 * 2**20)
+    keys = [f"key{i}" for i in range(50_000)]
+
+    def python_work() -> None:
+        table = {}
+        for key in keys:
+            table[key] = len(key)
+        for key in keys:
+            table[key] += 1
 
     def median_seconds(fn: Any) -> float:
         fn()
@@ -224,16 +235,17 @@ def machine_rates(seconds: float = 0.5) -> dict[str, float]:
 
     matmul = median_seconds(lambda: torch.mm(a, w))
     copy = median_seconds(lambda: dst.copy_(src))
+    python = median_seconds(python_work)
     return {"gflops": 2 * 128 * 2649 * 256 / matmul / 1e9, "copy_gbs": 2 * src.numel() * 4 / copy / 1e9,
-            "threads": torch.get_num_threads()}
+            "python_mops": 3 * len(keys) / python / 1e6, "threads": torch.get_num_threads()}
 
 
 def machine_text(result: dict[str, Any]) -> str:
     rates = result.get("machine") or {}
     if not rates:
         return "machine rate not measured"
-    return (f"machine right after: {rates['gflops']:.0f} GFLOP/s matmul, {rates['copy_gbs']:.1f} GB/s copy "
-            f"({rates['threads']} threads)")
+    return (f"machine right after: {rates['gflops']:.0f} GFLOP/s matmul ({rates['threads']} threads), "
+            f"{rates['copy_gbs']:.1f} GB/s copy, {rates.get('python_mops', float('nan')):.1f} M Python dict ops/s")
 
 
 def run_child(argv: list[str], args: argparse.Namespace, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -367,15 +379,17 @@ def bench_startup(args: argparse.Namespace) -> None:
                 result = run_child(argv, checkout_args, env_for(args))
                 tables[name].append(phase_table(result))
                 walls[name].append(result["wall"])
-                rates[name].append(f"{result['machine']['gflops']:.0f}" if result.get("machine") else "?")
+                rates[name].append(machine_text(result).removeprefix("machine right after: "))
         label = logger if logger != "default" else "wandb (default, offline)"
         print(f"  logger={label}: load {before} → {load_average()}", flush=True)
         for name, checkout_args in checkouts:
             runs = tables[name]
             by_phase = [{phase: (wall, cpu) for phase, wall, cpu in table} for table in runs]
             outside = ", ".join(f"{run['= outside the epoch'][0]:.2f}" for run in by_phase)
-            print(f"   {name}: wall {statistics.median(walls[name]):.2f} s; outside the epoch per run: {outside} s "
-                  f"(machine right after each: {', '.join(rates[name])} GFLOP/s matmul)", flush=True)
+            print(f"   {name}: wall {statistics.median(walls[name]):.2f} s; outside the epoch per run: {outside} s",
+                  flush=True)
+            for rate in rates[name]:
+                print(f"    machine right after a run: {rate}", flush=True)
             print(f"    {'phase (median)':64s}   wall     CPU", flush=True)
             for phase, _, cpu in runs[0]:
                 seconds = statistics.median(run.get(phase, (0.0, None))[0] for run in by_phase)
