@@ -6,12 +6,14 @@ Array(Float32, D) column), ``manifest.json`` (checkpoint identity, processed dir
 default dir sits beside the checkpoint, where ``python -m mte.search`` and the web page find it by themselves
 (``<stem>-export``; ``<stem>-export-<tag>`` for the gallery of another MARD dir, ``data.raw_dir=OTHER``, prepared
 with the checkpoint's input contract).
-Written atomically (temp dir + rename). The last printed line is the export dir. Bad input → one line, exit 2.
+Written atomically (temp dir + rename); an existing ``out_dir`` is replaced only when it is an earlier export
+(nothing else in it). The last printed line is the export dir. Bad input → one line, exit 2.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -37,7 +39,11 @@ def export(cfg: DictConfig) -> str:
             raise UserError("faiss=true needs FAISS, which is not installed: pip install 'mte[index]'") from None
 
     from mte.search.engine import SearchEngine
+    from mte.search.export import check_replaceable
     from mte.search.faiss_index import DEFAULT_NPROBE, IVF_MIN_SIZE
+
+    if cfg.get("out_dir"):  # before the slow embedding; the default dir is checked once the gallery is known
+        check_replaceable(Path(str(cfg.out_dir)).expanduser())
 
     progress = None if cfg.get("quiet") else _progress
     options = cfg.get("faiss_options") or {}

@@ -114,6 +114,34 @@ def test_export_replaces_atomically_and_a_failed_one_keeps_the_old(engine: Searc
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 
 
+def test_export_never_replaces_what_it_did_not_write(engine: SearchEngine, tmp_path: Path) -> None:
+    """A user's dir or file given as out_dir, or an earlier export the user added a file to, is refused in one line
+    and left as it was; an empty dir and an earlier export alone are written."""
+    users_dir = tmp_path / "thesis"
+    users_dir.mkdir()
+    (users_dir / "draft.txt").write_text("mine")
+    users_file = tmp_path / "notes.txt"
+    users_file.write_text("mine too")
+    export_with_extra = engine.export(tmp_path / "export")
+    (export_with_extra / "my-notes.md").write_text("kept")
+    for out, reason in ((users_dir, "not an export written by mte"), (users_file, "not a directory"),
+                        (export_with_extra, r"files mte.export did not write \(my-notes.md\)")):
+        with pytest.raises(SearchError, match=reason) as info:
+            engine.export(out)
+        assert "\n" not in str(info.value)
+    assert (users_dir / "draft.txt").read_text() == "mine" and sorted(p.name for p in users_dir.iterdir()) == [
+        "draft.txt"]
+    assert users_file.read_text() == "mine too"
+    assert (export_with_extra / "my-notes.md").read_text() == "kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "notes.txt", "thesis"]  # no temp dirs left
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (engine.export(empty) / "manifest.json").is_file()
+    (export_with_extra / "my-notes.md").unlink()
+    assert (engine.export(export_with_extra) / "manifest.json").is_file()
+
+
 def test_damaged_export_is_a_one_line_error(engine: SearchEngine, ckpt: Path, tmp_path: Path) -> None:
     out = engine.export(tmp_path / "damaged")
     (out / "reviews.parquet").write_bytes(b"not parquet")
@@ -195,6 +223,15 @@ def test_cli_export_then_search_uses_the_export(session_tmp: Path, tmp_path: Pat
     bad = run_module("mte.export", f"ckpt_path={tmp_path / 'nope.ckpt'}", "quiet=true", check=False, cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         f"error: checkpoint not found: {tmp_path / 'nope.ckpt'}"]
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "draft.txt").write_text("mine")
+    bad = run_module("mte.export", f"ckpt_path={ckpt}", f"out_dir={mine}", "quiet=true", check=False, cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        f"error: refusing to replace {mine}: it is not empty and not an export written by mte (no "
+        f"{EXPORT_FORMAT} manifest.json); choose another out_dir"]
+    assert [p.name for p in mine.iterdir()] == ["draft.txt"]
 
 
 def _has_faiss() -> bool:

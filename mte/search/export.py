@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from mte.models.inference import LoadedModel
 from mte.search.errors import Progress, SearchError, quiet
 from mte.search.faiss_index import SEARCHED, load_faiss, write_faiss_indexes
-from mte.search.gallery import Gallery, GallerySource
+from mte.search.gallery import TABLES, Gallery, GallerySource
 
 if TYPE_CHECKING:
     from mte.search.engine import SearchEngine
@@ -111,6 +111,7 @@ def write_export(
     start = time.perf_counter()
     source = engine.source
     out = Path(out_dir).expanduser() if out_dir else default_index_dir(engine.model.checkpoint, source.raw_dir)
+    check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -154,10 +155,37 @@ def _manifest(engine: SearchEngine, faiss_specs: dict[str, Any], ivf_min_size: i
     }
 
 
+def check_replaceable(out: Path) -> None:
+    """Raise :class:`SearchError` (one line) unless writing the export to ``out`` can lose nothing but an earlier
+    export's own files: ``out`` must be missing, an empty dir, or an export dir (an ``mte-export`` manifest) holding
+    only the files an export writes. A user's dir given as ``out_dir`` by mistake is never replaced."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_symlink() or not out.is_dir():
+        raise SearchError(f"refusing to write the export to {out}: it exists and is not a directory; choose another "
+                          f"out_dir")
+    present = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in out.iterdir())
+    if not present:
+        return
+    manifest = read_manifest(out)
+    if manifest is None:
+        raise SearchError(f"refusing to replace {out}: it is not empty and not an export written by mte (no "
+                          f"{EXPORT_FORMAT} manifest.json); choose another out_dir")
+    own = {"manifest.json", *(f"{name}.parquet" for name in TABLES),
+           *(str(spec.get("file")) for spec in (manifest.get("faiss") or {}).values() if isinstance(spec, dict))}
+    foreign = [name for name in present if name not in own]
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise SearchError(f"refusing to replace {out}: it holds files mte.export did not write "
+                          f"({', '.join(foreign[:3])}{more}); move them or choose another out_dir")
+
+
 def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move a finished dir into place; an existing one is renamed away first and deleted after."""
+    """Move a finished dir into place; an existing export there (checked again: it may have changed while this one
+    was built) is renamed away first and deleted after."""
     old = None
-    if out.exists():
+    if out.exists() or out.is_symlink():
+        check_replaceable(out)
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         shutil.rmtree(old, ignore_errors=True)
         os.replace(out, old)
