@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -74,10 +74,12 @@ def atomic_write(path: Path | str, write: Callable[[BinaryIO], object]) -> None:
     """Write ``path`` by calling ``write`` on a binary temp file in the same dir, then renaming it into place.
 
     The rename is atomic on one filesystem, so readers see the old file or the whole new one; a failed or killed
-    write leaves no half-written file (the temp file is removed on any error).
+    write leaves no half-written file (the temp file is removed on any error). The file gets the mode any new file
+    gets (0666 less the umask): ``tempfile.mkstemp`` would make it 0600, unreadable to the other users of a shared
+    cache or outputs dir.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _new_temp_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -88,3 +90,12 @@ def atomic_write(path: Path | str, write: Callable[[BinaryIO], object]) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _new_temp_file(path: Path) -> tuple[int, str]:
+    """A new, empty temp file beside ``path`` (a hidden, random name), opened for writing: its fd and path."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        with contextlib.suppress(FileExistsError):
+            return os.open(tmp, flags, 0o666), tmp

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -46,3 +48,26 @@ def test_config_dir_in_a_wheel_layout_and_a_source_checkout(tmp_path: Path) -> N
     checkout = _paths_module_at(tmp_path / "repo" / "mte")
     assert checkout.config_dir() == tmp_path / "repo" / "conf"
     assert (paths.config_dir() / "train.yaml").is_file()
+
+
+def test_atomic_write_gives_the_file_the_modes_of_the_umask_and_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    """Results, manifests and caches are read by other users of a shared dir: their mode follows the umask like any
+    new file's (a temp file from tempfile.mkstemp stayed 0600); a failed write leaves the old file and no temp."""
+    target = tmp_path / "metrics.json"
+    old_umask = os.umask(0o022)
+    try:
+        paths.atomic_write(target, lambda f: f.write(b"{}"))
+        assert stat.S_IMODE(target.stat().st_mode) == 0o644
+        os.umask(0o077)
+        paths.atomic_write(target, lambda f: f.write(b"{ }"))
+        assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    finally:
+        os.umask(old_umask)
+
+    def fail(f) -> None:
+        f.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        paths.atomic_write(target, fail)
+    assert target.read_bytes() == b"{ }" and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
