@@ -105,6 +105,18 @@ BAD_SETTINGS = [
     ("model.text_dropout=yes", "model.text_dropout='yes'"),
     ("ckpt_path=/no/such/run/last.ckpt", "does not exist"),
     ("sampler=neighborhood", "loss=infonce has no neighbourhood terms"),  # the default loss is InfoNCE
+    # values the loss, the optimiser or the loader rejected in a traceback (some only after the first epoch)
+    ("loss.temperature=0", "loss.temperature=0: must be a number > 0"),
+    ("loss.margin=2.5", "loss.margin=2.5: must be a number in [0.0, 2.0)"),
+    ("loss=sigmoid loss.bias=abc", "loss.bias='abc': must be a number"),
+    ("model.optimizer.lr=-1", "model.optimizer.lr=-1: must be a number > 0"),
+    ("model.optimizer.lr=0", "model.optimizer.lr=0"),
+    ("model.optimizer.name=foo", "model.optimizer.name='foo': choose one of adam, adamw, sgd"),
+    ("model.optimizer.weight_decay=-0.1", "model.optimizer.weight_decay=-0.1: must be a number ≥ 0"),
+    ("model.scheduler.name=step", "model.scheduler.name='step': choose one of none, constant, cosine"),
+    ("model.scheduler.warmup_fraction=1.5", "model.scheduler.warmup_fraction=1.5"),
+    ("seed=abc", "seed='abc': must be an integer"),
+    ("data.num_workers=-1", "data.num_workers=-1: must be an integer ≥ 0"),
 ]
 # the same checks on the margin recipe, whose sampler and loss terms come together (experiment=best_margin)
 BAD_MARGIN_SETTINGS = [
@@ -112,6 +124,11 @@ BAD_MARGIN_SETTINGS = [
     ("sampler=random", "sampler=neighborhood or loss.neighborhood=false"),  # terms without the sampler
     ("loss.neighborhood=false", "loss.neighborhood=true or sampler=random"),  # sampler without the terms
     ("loss=infonce", "loss=infonce has no neighbourhood terms"),
+    ("loss.negatives=0", "loss.negatives=0: must be a positive integer"),
+    ("loss.margin=abc", "loss.margin='abc': must be a number"),
+    ("loss.distance=manhattan", "loss.distance='manhattan': choose one of euclidean, cosine"),
+    ("loss.mining=semi", "loss.mining='semi'"),
+    ("loss.weights=[1,1,1]", "loss.weights=[1, 1, 1]: must be four non-negative numbers"),
     ("loss.weights=[1,1,0,0]", "λ3 and λ4"),
     ("runtime.threads=0", "runtime.threads=0: must be 'auto' or a positive integer"),
     ("runtime.threads=many", "runtime.threads='many'"),
@@ -134,7 +151,7 @@ def test_bad_settings_are_one_line_errors(base, override, words):
     from mte.train.checks import check_settings
 
     with pytest.raises(UserError, match=re.escape(words)) as info:
-        check_settings(_compose(*[o for o in (base, override) if o]))
+        check_settings(_compose(*[o for o in (base, *override.split(" ")) if o]))
     assert "\n" not in str(info.value)
 
 
@@ -189,7 +206,7 @@ def test_empty_train_split_is_refused_after_prepare(tmp_path):
     from mte.data.prepare import PrepareConfig, prepare
     from mte.data.processed import ProcessedData
     from mte.data.synth import generate
-    from mte.train.checks import ConfigError, check_train_split
+    from mte.train.checks import ConfigError, check_splits
 
     raw = tmp_path / "raw"
     generate(raw, albums=12, seed=0, tracks_per_album=1, quirks=False)
@@ -201,14 +218,50 @@ def test_empty_train_split_is_refused_after_prepare(tmp_path):
     assert list((raw / "acousticbrainz_descriptors").glob("*.json"))  # other albums keep their audio
     data = ProcessedData.load(prepare(raw, PrepareConfig(workers=1), processed_dir=tmp_path / "p", verbose=False))
     with pytest.raises(ConfigError, match=r"train split .* is empty \(0 reviews"):
-        check_train_split(data)
+        check_splits(data)
 
 
-def test_train_split_check_passes_on_real_data(processed_dir):
+def test_a_split_the_run_needs_is_refused_when_empty(tmp_path):
+    """One artist's albums (a discography, or MARD's "Various Artists") under data.split=artist: every album lands
+    in one split, so prepare succeeds and a run used to train all its epochs, then die in a traceback at its test.
+    Refused after prepare, naming the split; a run that does not read it goes ahead."""
+    import json
+
+    from mte.data.prepare import PrepareConfig, prepare
     from mte.data.processed import ProcessedData
-    from mte.train.checks import check_train_split
+    from mte.data.synth import generate
+    from mte.train.checks import ConfigError, check_splits, splits_used
 
-    check_train_split(ProcessedData.load(processed_dir))
+    raw = tmp_path / "raw"
+    generate(raw, albums=40, seed=0, quirks=False)
+    lines = (raw / "mard_metadata.json").read_text().splitlines()
+    one_artist = [json.dumps({**json.loads(line), "artist": "Various Artists",
+                              "artist-mbid": "89ad4ac3-39f7-470e-963a-56509c546377"}) for line in lines]
+    (raw / "mard_metadata.json").write_text("\n".join(one_artist) + "\n")
+    data = ProcessedData.load(prepare(raw, PrepareConfig(workers=1), processed_dir=tmp_path / "p", verbose=False))
+    empty = [s for s in ("train", "val", "test") if len(data.split_review_indices(s)) == 0]
+    assert empty and "train" not in empty
+    words = rf"the {empty[0]} split of .* is empty .*data.split=artist.*the run needs it.*data.split=album"
+    with pytest.raises(ConfigError, match=words):
+        check_splits(data, splits_used(_compose()))
+    check_splits(data, ("train",))
+
+
+def test_the_splits_a_run_reads():
+    from mte.train.checks import splits_used
+
+    assert splits_used(_compose()) == ("train", "val", "test")
+    assert splits_used(_compose("test=false")) == ("train", "val")
+    assert splits_used(_compose("debug=fdr")) == ("train", "val")
+    assert splits_used(_compose("train=false")) == ("train", "test")
+    assert splits_used(_compose("model=cca", "test=false")) == ("train", "val")
+
+
+def test_split_check_passes_on_real_data(processed_dir):
+    from mte.data.processed import ProcessedData
+    from mte.train.checks import check_splits
+
+    check_splits(ProcessedData.load(processed_dir), ("train", "val", "test"))
 
 
 # ------------------------------------------------------------------- test set-up: CI must not turn into skips

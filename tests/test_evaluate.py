@@ -284,6 +284,17 @@ def test_unknown_protocol_is_a_one_line_error() -> None:
         evaluate_embeddings(random_eval_set(0), "nope", bootstrap=0)
 
 
+@pytest.mark.parametrize(("key", "value"), [("bootstrap", "abc"), ("seed", "1.5"), ("batch_size", "many")])
+def test_a_setting_that_is_no_integer_is_a_one_line_error(key: str, value: str) -> None:
+    from omegaconf import OmegaConf
+
+    from mte.eval.evaluation import evaluate_from_config
+
+    cfg = OmegaConf.create({"ckpt_path": "/no/such.ckpt", "data": {}, key: value})
+    with pytest.raises(EvaluationError, match=f"^{key}='{value}': must be an integer$"):
+        evaluate_from_config(cfg)
+
+
 def test_title_labels_match_literally_with_amazon_id_fallback() -> None:
     albums = pl.DataFrame({"amazon_id": ["A1", "A2", "A3", "A4", "A5", "A6"],
                            "title": ["Hits", "Hits", "hits", None, None, "  "]})

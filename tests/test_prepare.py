@@ -182,6 +182,8 @@ def test_min_albums_as_a_share_resolves_to_the_count_it_names(raw: Path, tmp_pat
     for bad in (1.5, 0, -2):
         with pytest.raises(PrepareConfigError, match="whole count >= 1 or a share"):
             PrepareConfig(vocab=VocabConfig(min_albums=bad)).validate()
+    with pytest.raises(PrepareConfigError, match="max_length >= 1"):  # 0 kept no word of any review
+        PrepareConfig(vocab=VocabConfig(max_length=0)).validate()
 
 
 # ------------------------------------------------------------------------------------------------- splits

@@ -222,8 +222,8 @@ class Vocabulary:
 
         if cfg.size < 2:
             raise ValueError(f"vocab.size must be >= 2 ([PAD] and [UNK]), got {cfg.size}")
-        if cfg.max_length < 0:
-            raise ValueError(f"vocab.max_length must be >= 0, got {cfg.max_length}")
+        if cfg.max_length < 1:  # 0 would keep no word of any review
+            raise ValueError(f"vocab.max_length must be >= 1, got {cfg.max_length}")
         stop = _stop_forms(stopwords if stopwords is not None else load_stopwords(), cfg.lowercase)
         stop = stop if cfg.remove_stopwords else []
         counts = words.explode().drop_nulls().to_frame("word").group_by("word").len()

@@ -281,18 +281,28 @@ def evaluate_from_config(cfg: Any) -> EvaluationResult:
         str(cfg.ckpt_path),
         split=str(cfg.get("split", "test")),
         protocol=str(cfg.get("protocol", "album")),
-        bootstrap=int(cfg.get("bootstrap", 1000)),
+        bootstrap=_integer(cfg, "bootstrap", 1000),
         raw_dir=data.get("raw_dir") or None,
         out_dir=cfg.get("out_dir") or None,
         processed_dir=cfg.get("processed_dir") or None,
         cache_dir=data.get("cache_dir") or None,
-        workers=int(data.get("workers", 0) or 0),
+        workers=_integer(data, "workers", 0, "data.workers"),
         device=str(cfg.get("device", "cpu")),
-        batch_size=int(cfg.get("batch_size", 1024)),
-        seed=int(cfg.get("seed", 0)),
+        batch_size=_integer(cfg, "batch_size", 1024),
+        seed=_integer(cfg, "seed", 0),
     )
     print_evaluation(result)
     return result
+
+
+def _integer(group: Any, key: str, default: int, name: str | None = None) -> int:
+    """``group[key]`` as an int (absent or null: ``default``); a value that is no integer is one-line error."""
+    value = group.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise EvaluationError(f"{name or key}={value!r}: must be an integer")
+    return value
 
 
 def print_evaluation(result: EvaluationResult) -> None:

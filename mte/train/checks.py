@@ -4,7 +4,7 @@ Why here and not where each value is used: by the time a sampler sees ``batch_si
 ``max_epochs=0``, the run has prepared the data, built the model and possibly written a run dir — and some
 mistakes never fail at all (``max_epochs=0`` used to exit 0 with an untrained model's test metrics as the run's
 result; ``sampler=neighborhood`` without the intra-modal loss terms trains a different model than the user asked
-for). :func:`check_train_config` runs at the top of :func:`mte.train.run.run`; :func:`check_train_split` right
+for). :func:`check_train_config` runs at the top of :func:`mte.train.run.run`; :func:`check_splits` right
 after prepare, when the split sizes are known and before the model is built.
 
 Nothing here imports pytorch_lightning or builds a model; a Hugging Face text encoder is loaded as far as its
@@ -14,6 +14,7 @@ weights hears so before prepare runs.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -57,7 +58,11 @@ def check_settings(cfg: Mapping[str, Any]) -> None:
                               "same album, so the batch size must be even")
         if cfg.get("train", True):
             check_max_epochs(cfg.get("trainer") or {})
+        check_loss(cfg.get("loss") or {})
         check_neighborhood_consistency(cfg)
+        check_optimizer(model)
+        _int(data, "data.num_workers", minimum=0)
+    _int(cfg, "seed", minimum=None)
     parse_threads((cfg.get("runtime") or {}).get("threads", AUTO))
     check_ckpt_path(cfg.get("ckpt_path"))
     if not baseline and cfg.get("train", True) and cfg.get("ckpt_path"):
@@ -73,14 +78,79 @@ def _is_baseline(cfg: Mapping[str, Any]) -> bool:
 
 def _positive_int(group: Mapping[str, Any], dotted: str, minimum: int = 1, why: str = "") -> int | None:
     """``group[key]`` as an int ≥ ``minimum`` (absent → None); anything else is a ConfigError naming the key."""
+    return _int(group, dotted, minimum, why)
+
+
+def _int(group: Mapping[str, Any], dotted: str, minimum: int | None = 1, why: str = "") -> int | None:
+    """``group[key]`` as an int ≥ ``minimum`` (any int with None; absent → None), else a ConfigError naming it."""
     key = dotted.rsplit(".", 1)[-1]
     if key not in group or group.get(key) is None:
         return None
     value = group.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        need = "a positive integer" if minimum == 1 else f"an integer ≥ {minimum}"
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        need = ("an integer" if minimum is None else "a positive integer" if minimum == 1
+                else f"an integer ≥ {minimum}")
         raise ConfigError(f"{dotted}={value!r}: must be {need}" + (f" ({why})" if why else ""))
     return value
+
+
+def _number(group: Mapping[str, Any], dotted: str, low: float | None = None, high: float | None = None,
+            low_open: bool = False, high_open: bool = True) -> float | None:
+    """``group[key]``, when set, as a finite number within the bounds (open or closed), else a ConfigError."""
+    value = group.get(dotted.rsplit(".", 1)[-1])
+    if value is None:
+        return None
+    ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        if high is not None:
+            span = f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        else:
+            span = "" if low is None else f" {'>' if low_open else '≥'} {low:g}"
+        raise ConfigError(f"{dotted}={value!r}: must be a number{span}")
+    return float(value)
+
+
+def _choice(group: Mapping[str, Any], dotted: str, choices: tuple[str, ...]) -> None:
+    value = group.get(dotted.rsplit(".", 1)[-1])
+    if value is not None and value not in choices:
+        raise ConfigError(f"{dotted}={value!r}: choose one of {', '.join(choices)}")
+
+
+def check_loss(loss: Mapping[str, Any]) -> None:
+    """The loss's values, which its module would otherwise reject in a traceback while the model is built."""
+    name = loss.get("name")
+    if name in ("margin",):
+        _int(loss, "loss.negatives")
+        _number(loss, "loss.margin")
+        _choice(loss, "loss.distance", ("euclidean", "cosine"))
+        _choice(loss, "loss.mining", ("random", "hardest"))
+        _choice(loss, "loss.reduction", ("mean", "sum_of_block_means"))
+        weights = loss.get("weights")
+        if weights is not None and (len(list(weights)) != 4 or not all(
+                not isinstance(w, bool) and isinstance(w, int | float) and w >= 0 for w in weights)):
+            raise ConfigError(f"loss.weights={list(weights)!r}: must be four non-negative numbers (λ1–λ4)")
+    if name == "infonce":
+        _number(loss, "loss.margin", 0.0, 2.0)  # an additive margin on a cosine similarity
+    if name in ("infonce", "sigmoid"):
+        _number(loss, "loss.temperature", 0.0, None, low_open=True)
+    if name == "sigmoid":
+        _number(loss, "loss.bias")
+
+
+def check_optimizer(model: Mapping[str, Any]) -> None:
+    """``model.optimizer`` and ``model.scheduler``: Lightning asks for them only once fit has started."""
+    optimizer = model.get("optimizer") or {}
+    _choice(optimizer, "model.optimizer.name", ("adam", "adamw", "sgd"))
+    _number(optimizer, "model.optimizer.lr", 0.0, None, low_open=True)
+    _number(optimizer, "model.optimizer.weight_decay", 0.0)
+    scheduler = model.get("scheduler") or {}
+    _choice(scheduler, "model.scheduler.name", ("none", "constant", "cosine"))
+    _number(scheduler, "model.scheduler.warmup_fraction", 0.0, 1.0)
+    _number(scheduler, "model.scheduler.min_lr_ratio", 0.0, 1.0, high_open=False)
 
 
 def _share(group: Mapping[str, Any], dotted: str) -> None:
@@ -217,12 +287,31 @@ def check_text_encoder(text: Mapping[str, Any]) -> None:
         raise ConfigError(str(e).splitlines()[0]) from None
 
 
-def check_train_split(data: Any) -> None:
-    """After prepare: the train split must hold paired reviews, or there is nothing to fit (checked before the
-    model is built, so no run dir fills with an untrained model)."""
-    n_reviews = len(data.split_review_indices("train"))
-    n_tracks = len(data.split_track_indices("train"))
-    if n_reviews == 0 or n_tracks == 0:
-        paired = (getattr(data, "manifest", None) or {}).get("counts", {}).get("albums_paired", "?")
-        raise ConfigError(f"the train split of {data.root} is empty ({n_reviews} reviews, {n_tracks} tracks; "
-                          f"{paired} paired albums): the raw dir needs albums with both reviews and descriptors")
+def check_splits(data: Any, splits: tuple[str, ...] = ("train",)) -> None:
+    """After prepare: each split a run uses must hold paired reviews and tracks — train to fit, val to select the
+    checkpoint, test to report it — checked before the model is built, so no run trains for hours and then fails
+    in a traceback at its test (a dir of one artist's albums under ``data.split=artist`` has no test albums)."""
+    paired = (getattr(data, "manifest", None) or {}).get("counts", {}).get("albums_paired", "?")
+    for split in splits:
+        n_reviews = len(data.split_review_indices(split))
+        n_tracks = len(data.split_track_indices(split))
+        if n_reviews and n_tracks:
+            continue
+        if split == "train":
+            raise ConfigError(f"the train split of {data.root} is empty ({n_reviews} reviews, {n_tracks} tracks; "
+                              f"{paired} paired albums): the raw dir needs albums with both reviews and descriptors")
+        config = (getattr(data, "manifest", None) or {}).get("config") or {}
+        kind, fractions = config.get("split", "?"), config.get("split_fractions", "?")
+        also = "; data.split=album splits the albums rather than their artists" if kind == "artist" else ""
+        raise ConfigError(f"the {split} split of {data.root} is empty ({n_reviews} paired reviews, {n_tracks} tracks "
+                          f"of {paired} paired albums; data.split={kind}, data.split_fractions={fractions}), and the "
+                          f"run needs it: give it a share of data.split_fractions, or more albums{also}")
+
+
+def splits_used(cfg: Mapping[str, Any]) -> tuple[str, ...]:
+    """The splits a run reads: train (fit; its statistics scale the inputs), val (each epoch's checkpoint selection;
+    a baseline reports it) and test, unless ``test=false`` or a fast dev run skips the test."""
+    trainer = cfg.get("trainer") or {}
+    tests = cfg.get("test", True) and (_is_baseline(cfg) or not trainer.get("fast_dev_run"))
+    validates = _is_baseline(cfg) or cfg.get("train", True)
+    return ("train", *(("val",) if validates else ()), *(("test",) if tests else ()))

@@ -179,12 +179,12 @@ def _train_and_test(cfg: DictConfig) -> dict[str, float]:
         from mte.eval.results import print_summary, write_results
         from mte.train.baselines import BASELINES, run_baseline
         from mte.train.callbacks import apply_selection
-        from mte.train.checks import check_train_split
+        from mte.train.checks import check_splits, splits_used
         from mte.train.loggers import build_loggers, finish_loggers
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     data = ProcessedData.load(prepare_from_config(cfg.data))
-    check_train_split(data)
+    check_splits(data, splits_used(cfg))
     if cfg.model.get("name") in BASELINES:  # closed-form baselines (model=random|cca): no network, no trainer
         return run_baseline(cfg, data)
     model = build_model(cfg, data)
