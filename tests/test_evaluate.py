@@ -436,6 +436,51 @@ def test_other_raw_dir_uses_the_reference_vocabulary_and_statistics(
         evaluate(ckpt, raw_dir=other_raw, split="val", write=False)
 
 
+def test_a_raw_dir_holding_training_albums_is_scored_on_its_unseen_albums_only(
+    trained: tuple[Path, dict], synthetic_raw: Path, processed_dir: Path, tmp_path: Path
+) -> None:
+    """data.raw_dir=<the training dir> (or a copy, or a superset) is no test of unseen data: the checkpoint's train
+    and val albums are left out, so what is scored is its own test albums — the same numbers as split=test."""
+    from mte.data.processed import ProcessedData
+
+    ckpt, _ = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(synthetic_raw, copy)  # new mtimes: another input fingerprint, the same album ids
+    result = evaluate(ckpt, raw_dir=copy, bootstrap=0, cache_dir=tmp_path / "cache", write=False)
+    own = evaluate(ckpt, split="test", bootstrap=0, write=False)
+    trained_on = ProcessedData.load(processed_dir).splits
+    seen = {*trained_on["train"], *trained_on["val"]}
+    other_test = ProcessedData.load(result.payload["processed_dir"]).splits["test"]
+    assert result.payload["seen_albums_left_out"] == {
+        "albums": len(seen.intersection(other_test)), "of": len(other_test),
+        "how": "the checkpoint's train and val albums"}
+    assert len(seen.intersection(other_test)) > 0
+    for key, value in own.metrics.items():
+        assert result.metrics[key] == pytest.approx(value, abs=1e-9), key
+
+
+def test_seen_albums_are_left_out_or_the_evaluation_refused(processed_dir: Path) -> None:
+    from types import SimpleNamespace
+
+    from mte.data.processed import ProcessedData
+    from mte.eval.evaluation import leave_out_seen_albums
+
+    data = ProcessedData.load(processed_dir)
+    test = data.splits["test"]
+    half = SimpleNamespace(source={"seen_albums": test[: len(test) // 2]})
+    kept, left_out = leave_out_seen_albums(half, data, "DIR")
+    assert kept.splits["test"] == test[len(test) // 2:] and data.splits["test"] == test  # the caller's data as it was
+    assert left_out["albums"] == len(test) // 2
+    for everything in (SimpleNamespace(source={"seen_albums": test}),  # ids recorded
+                       SimpleNamespace(source={"fingerprint": data.manifest["fingerprint"]})):  # an older checkpoint
+        with pytest.raises(EvaluationError, match=r"^data.raw_dir=DIR: all \d+ paired albums of it are .*leave "
+                                                  r"data.raw_dir out \(split=test\)$"):
+            leave_out_seen_albums(everything, data, "DIR")
+    unknown = SimpleNamespace(source={"fingerprint": "another"})
+    assert leave_out_seen_albums(unknown, data, "DIR") == (data, {
+        "albums": None, "of": len(test), "how": "unknown: the checkpoint records no album ids"})
+
+
 def test_reference_enters_the_cache_key(other_raw: Path, processed_dir: Path, tmp_path: Path) -> None:
     from mte.data.prepare import PrepareConfig, load_reference, prepare
 

@@ -32,7 +32,7 @@ import hashlib
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -232,8 +232,10 @@ def evaluate(
                               f"use split=test (got {split!r})")
     t0, c0 = time.perf_counter(), time.process_time()
     model = load_checkpoint(ckpt_path, processed_dir=processed_dir, device=device)
+    left_out: dict[str, Any] | None = None
     if raw_dir is not None:  # prepared with the checkpoint's contract: the checkpoint file alone is enough
         data, tag = model.prepare_raw_dir(raw_dir, cache_dir, workers), data_tag(raw_dir)
+        data, left_out = leave_out_seen_albums(model.contract, data, raw_dir)
     else:  # the processed dir it was trained on, verified against its contract
         data, tag = model.data, None
     t1, c1 = time.perf_counter(), time.process_time()
@@ -247,7 +249,8 @@ def evaluate(
     target = Path(out_dir).expanduser() if out_dir else default_out_dir(model.checkpoint, split, protocol, tag)
     header = {
         "checkpoint": f"`{model.checkpoint}`",
-        "data": f"`{data.root}`" + (f" (all paired albums of `{raw_dir}`)" if raw_dir is not None else ""),
+        "data": f"`{data.root}`" + (f" (all paired albums of `{raw_dir}`{_left_out_words(left_out)})"
+                                     if raw_dir is not None else ""),
         "bootstrap": f"{bootstrap} resamples, seed {seed}" if bootstrap else "off",
     }
     table = markdown_table(metrics, split, protocol, header)
@@ -258,6 +261,7 @@ def evaluate(
         "processed_dir": str(data.root),
         "raw_dir": str(raw_dir) if raw_dir is not None else None,
         "reference": data.manifest.get("reference"),
+        "seen_albums_left_out": left_out,
         "bootstrap": bootstrap,
         "seed": seed,
         "text_queries": "non-empty tokens" if model.reads_tokens else "non-blank text",
@@ -268,6 +272,37 @@ def evaluate(
         write_results(target / "metrics.json", "evaluation", metrics, **fields)
         write_text_atomic(target / "metrics.md", table)
     return EvaluationResult(metrics, payload, target, table, timings)
+
+
+def leave_out_seen_albums(contract: Any, data: ProcessedData, raw_dir: str | Path) -> tuple[ProcessedData, dict]:
+    """``data`` (another dir, every paired album in ``test``) without the albums the checkpoint was trained or
+    selected on, and what was left out: a test on "data it never saw" that holds training albums — the training
+    dir itself, a copy of it, or a superset of it — measures memory, not transfer.
+
+    The checkpoint records its train and val album ids (``source.seen_albums``); one from before that is matched by
+    the raw dir's input fingerprint (same files, sizes and times: the training dir itself), else nothing is known.
+    When every album was seen, the one-line error names the way to test the checkpoint on its own test split.
+    """
+    test = data.split_albums("test")
+    recorded = contract.source.get("seen_albums")
+    if isinstance(recorded, list):
+        seen, how = set(recorded).intersection(test), "the checkpoint's train and val albums"
+    elif contract.source.get("fingerprint") and contract.source.get("fingerprint") == data.manifest.get("fingerprint"):
+        seen, how = set(test), "the same raw files as the checkpoint's training data"
+    else:
+        return data, {"albums": None, "of": len(test), "how": "unknown: the checkpoint records no album ids"}
+    if test and len(seen) == len(test):
+        raise EvaluationError(f"data.raw_dir={raw_dir}: all {len(test)} paired albums of it are {how}, so this "
+                              f"would not test unseen data; to score the checkpoint on its own held-out albums, "
+                              f"leave data.raw_dir out (split=test)")
+    kept = [album for album in test if album not in seen]
+    return replace(data, splits={**data.splits, "test": kept}), {"albums": len(seen), "of": len(test), "how": how}
+
+
+def _left_out_words(left_out: dict[str, Any] | None) -> str:
+    if not left_out or not left_out.get("albums"):
+        return ""
+    return f", without {left_out['albums']} of its {left_out['of']} albums ({left_out['how']})"
 
 
 def evaluate_from_config(cfg: Any) -> EvaluationResult:
@@ -315,6 +350,7 @@ def print_evaluation(result: EvaluationResult) -> None:
     print_summary(
         result.metrics,
         title=f"retrieval ({protocol} protocol, {split}; R@K and mAP in %)",
-        footer=[directions, f"checkpoint: {payload['checkpoint']}", f"data: {data}",
+        footer=[directions, f"checkpoint: {payload['checkpoint']}",
+                f"data: {data}{_left_out_words(payload.get('seen_albums_left_out'))}",
                 f"wrote {result.out_dir / 'metrics.json'} and metrics.md"],
     )

@@ -181,6 +181,8 @@ class InputContract:
             "cache_key": data.manifest.get("cache_key"),
             "fingerprint": data.manifest.get("fingerprint"),
             "splits": {name: split_identity(data.splits.get(name, [])) for name in SPLITS},
+            # the albums it was fitted (train) and selected (val) on: an evaluation on another dir leaves them out
+            "seen_albums": sorted({*data.splits.get("train", []), *data.splits.get("val", [])}),
         }
         return cls(files, config, bool(standardize), hf_tokenizer, source)
 
