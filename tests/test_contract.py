@@ -282,3 +282,13 @@ def test_cli_checkpoint_alone_with_an_empty_cache(untrained_ckpt: Path, other_ra
                       "format=json", "quiet=true", env=env, cwd=tmp_path)
     other_ids = {p.name.split("_")[0] for p in (other_raw / "acousticbrainz_descriptors").iterdir()}
     assert {a["amazon_id"] for a in json.loads(proc.stdout)["albums"]} <= other_ids
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_this_machine_lacks_is_named_not_blamed_on_the_checkpoint(untrained_ckpt: Path) -> None:
+    """device=cuda without a GPU said "not a usable mte checkpoint (RuntimeError: … deserialize … CUDA …)"."""
+    with pytest.raises(CheckpointError, match=r"^device=cuda: torch finds no CUDA GPU on this machine; use device=cpu"):
+        load_checkpoint(untrained_ckpt, device="cuda")
+    with pytest.raises(CheckpointError, match=r"^device='gpu0' is not a torch device"):
+        load_checkpoint(untrained_ckpt, device="gpu0")
+    assert load_checkpoint(untrained_ckpt, device="cpu").model is not None

@@ -211,6 +211,18 @@ def _config_hint(contract: InputContract) -> str:
     return " ".join(([f"data.raw_dir={raw}"] if raw else []) + parts)
 
 
+def _check_device(device: str) -> None:
+    """A device this machine has, or one line saying so (torch's own error blamed the checkpoint)."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise CheckpointError(f"device={device!r} is not a torch device (cpu, cuda, cuda:1, mps, …)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError(f"device={device}: torch finds no CUDA GPU on this machine; use device=cpu")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise CheckpointError(f"device={device}: torch finds no Apple GPU on this machine; use device=cpu")
+
+
 def load_checkpoint(path: str | Path, processed_dir: str | Path | None = None, device: str = "cpu") -> LoadedModel:
     """Load a training or baseline checkpoint; :class:`CheckpointError` (one line) when unusable.
 
@@ -220,6 +232,7 @@ def load_checkpoint(path: str | Path, processed_dir: str | Path | None = None, d
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    _check_device(device)
     try:
         payload = torch.load(path, map_location=device, weights_only=False)
         if not isinstance(payload, dict):
