@@ -41,9 +41,9 @@ def check_settings(cfg: Mapping[str, Any]) -> None:
     """The values and their combinations, from the composed config alone (no file but ``ckpt_path`` is read)."""
     model = cfg.get("model") or {}
     baseline = _is_baseline(cfg)
-    _positive_int(model, "model.embed_dim")
+    _int(model, "model.embed_dim")
     if not baseline:
-        _positive_int(model, "model.hidden_dim")
+        _int(model, "model.hidden_dim")
         _share(cfg.get("text") or {}, "text.word_dropout")
         _share(model, "model.text_dropout")
         _share(cfg.get("audio") or {}, "audio.dropout")
@@ -51,7 +51,7 @@ def check_settings(cfg: Mapping[str, Any]) -> None:
     data = cfg.get("data") or {}
     check_features(data.get("features"))
     if not baseline:
-        batch_size = _positive_int(data, "data.batch_size", minimum=2, why="in-batch negatives need other albums")
+        batch_size = _int(data, "data.batch_size", minimum=2, why="in-batch negatives need other albums")
         sampler = (cfg.get("sampler") or {}).get("name")
         if sampler == "neighborhood" and batch_size is not None and batch_size % 2:
             raise ConfigError(f"data.batch_size={batch_size}: sampler=neighborhood puts reviews in pairs of the "
@@ -74,11 +74,6 @@ def _is_baseline(cfg: Mapping[str, Any]) -> bool:
     from mte.train import BASELINES
 
     return (cfg.get("model") or {}).get("name") in BASELINES
-
-
-def _positive_int(group: Mapping[str, Any], dotted: str, minimum: int = 1, why: str = "") -> int | None:
-    """``group[key]`` as an int ≥ ``minimum`` (absent → None); anything else is a ConfigError naming the key."""
-    return _int(group, dotted, minimum, why)
 
 
 def _int(group: Mapping[str, Any], dotted: str, minimum: int | None = 1, why: str = "") -> int | None:
@@ -123,7 +118,7 @@ def _choice(group: Mapping[str, Any], dotted: str, choices: tuple[str, ...]) -> 
 def check_loss(loss: Mapping[str, Any]) -> None:
     """The loss's values, which its module would otherwise reject in a traceback while the model is built."""
     name = loss.get("name")
-    if name in ("margin",):
+    if name == "margin":
         _int(loss, "loss.negatives")
         _number(loss, "loss.margin")
         _choice(loss, "loss.distance", ("euclidean", "cosine"))
