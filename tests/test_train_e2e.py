@@ -310,3 +310,18 @@ def test_fast_dev_run_trains_one_step_validates_once_and_reports_no_test(tmp_pat
         ckpt = torch.load(result["last_checkpoint"], map_location="cpu", weights_only=False)
         assert ckpt["global_step"] == 1  # exactly one optimiser step
     assert not [d for d in ("wandb", "tensorboard", "csv") if (run_dir / d).exists()]  # logger=none
+
+
+def test_last_checkpoint_is_the_last_epoch_even_when_the_best_stays_behind(tmp_path):
+    """Lightning 2.6 rewrote last.ckpt only in epochs whose validation R@10 improved: after a plateau "last" was an
+    old epoch, and resuming from it trained those epochs again. With a learning rate too small to move a rank, the
+    first epoch stays the best one; last.ckpt must still be the third."""
+    run_dir = tmp_path / "run"
+    train(run_dir, "logger=csv", "trainer.max_epochs=3", "model.optimizer.lr=1e-12", "test=false")
+    record = json.loads((run_dir / "metrics.json").read_text())
+    best = torch.load(record["best_checkpoint"], map_location="cpu", weights_only=False)
+    last = torch.load(record["last_checkpoint"], map_location="cpu", weights_only=False)
+    assert best["epoch"] == 0 and last["epoch"] == 2 and last["global_step"] == 3 * best["global_step"]
+    refused = train(run_dir, "logger=csv", "trainer.max_epochs=3", f"ckpt_path={record['last_checkpoint']}",
+                    check=False)
+    assert refused.returncode == 2 and "has already trained 3 epoch(s)" in refused.stderr, refused.stderr

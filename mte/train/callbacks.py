@@ -204,6 +204,30 @@ def apply_selection(callbacks: Sequence[Callback], test_touches_val: bool) -> st
     return f"best {checkpoint.monitor}" if checkpoint is not None and checkpoint.monitor else "last"
 
 
+class ModelCheckpoint(pl.callbacks.ModelCheckpoint):
+    """Lightning's checkpoint callback, with ``last.ckpt`` rewritten at the end of *every* validation.
+
+    Lightning 2.6 rewrites ``last.ckpt`` only in an epoch whose monitored metric improved, so after a plateau
+    ``last.ckpt`` was an old epoch: ``metrics.json``'s ``last_checkpoint`` named it, and resuming from it trained
+    the same epochs again (and escaped the check that a resume has epochs left to train).
+    """
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)  # where Lightning saves when validation runs once an epoch
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_missed(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_missed(trainer)
+
+    def _save_last_if_missed(self, trainer: pl.Trainer) -> None:
+        if (self.save_last and not self._should_skip_saving_checkpoint(trainer)
+                and self._last_global_step_saved != trainer.global_step):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 class EmbeddingProjector(Callback):
     """At the end of training, writes a sample of both modalities of the val split to the embedding projectors.
 
