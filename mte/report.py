@@ -65,9 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options = parse_options(args.options)
         make_map = _flag(options.get("map", "true"))
-        n_reviews = int(options.get("reviews", 600))
     except ValueError as e:
         parser.error(str(e))
+    reviews = options.get("reviews", "600")
+    if not reviews.isdigit() or int(reviews) < 1:
+        parser.error(f"reviews={reviews}: must be a positive integer (the reviews drawn on the embedding map)")
+    n_reviews = int(reviews)
     if not args.dir.is_dir():
         parser.error(f"not a directory: {args.dir}")
 

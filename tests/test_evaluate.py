@@ -12,6 +12,7 @@ from __future__ import annotations
 import filecmp
 import itertools
 import json
+import re
 import shutil
 import statistics
 from pathlib import Path
@@ -407,6 +408,30 @@ def test_protocols_write_side_by_side_and_out_dir_is_honoured(trained: tuple[Pat
     assert seed["metrics"]["val/t2a/n_gallery"] == seed["metrics"]["val/t2a/n_queries"]  # one audio row per review
     result = evaluate(ckpt, bootstrap=0, out_dir=tmp_path / "mine")
     assert (tmp_path / "mine" / "metrics.json").is_file() and (tmp_path / "mine" / "metrics.md").is_file()
+
+
+def test_out_dir_never_overwrites_what_evaluate_did_not_write(trained: tuple[Path, dict], tmp_path: Path) -> None:
+    """out_dir= naming a file, or a dir holding a user's metrics.json / metrics.md, is refused before any work and
+    left as it was; an earlier evaluation there is replaced."""
+    from mte.eval.results import ResultsDirError
+
+    ckpt, _ = trained
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "metrics.md").write_text("# my draft\n")
+    (mine / "metrics.json").write_text('{"my": "numbers"}')
+    for out, words in ((notes, f"out_dir={notes} exists and is not a directory"),
+                       (mine, f"refusing to overwrite {mine / 'metrics.json'}: it is not an mte evaluation's")):
+        with pytest.raises(ResultsDirError, match=re.escape(words)) as info:
+            evaluate(ckpt, bootstrap=0, out_dir=out)
+        assert "\n" not in str(info.value)
+    assert notes.read_text() == "mine" and (mine / "metrics.md").read_text() == "# my draft\n"
+    assert (mine / "metrics.json").read_text() == '{"my": "numbers"}'
+    ours = tmp_path / "ours"
+    evaluate(ckpt, bootstrap=0, out_dir=ours)
+    assert evaluate(ckpt, bootstrap=0, out_dir=ours).out_dir == ours  # its own earlier result: replaced
 
 
 def test_other_raw_dir_uses_the_reference_vocabulary_and_statistics(

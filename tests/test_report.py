@@ -263,6 +263,40 @@ def test_cli(sweep, tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: no runs below")
 
 
+def test_report_never_overwrites_what_it_did_not_write(sweep, tmp_path, capsys):
+    """out= naming a user's dir (their own report.md or a figure-named PNG) or a file is refused in one line and
+    left as it was; an earlier report is replaced; a metric no run has and a bad reviews= are refused too."""
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "report.md").write_text("# my hand-written report\n")
+    pngs = tmp_path / "figures"
+    pngs.mkdir()
+    (pngs / "recall_at_k.png").write_bytes(b"my figure")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    for out, words in ((mine, f"refusing to overwrite {mine / 'report.md'}"),
+                       (pngs, f"refusing to overwrite {pngs / 'recall_at_k.png'}"),
+                       (notes, f"out={notes} exists and is not a directory")):
+        with pytest.raises(SystemExit) as exc:
+            main([str(sweep), f"out={out}", "map=false"])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and err.startswith(f"error: {words}") and err.count("\n") == 1, err
+    assert (mine / "report.md").read_text() == "# my hand-written report\n" and [p.name for p in mine.iterdir()] == [
+        "report.md"]
+    assert (pngs / "recall_at_k.png").read_bytes() == b"my figure" and notes.read_text() == "mine"
+
+    out = tmp_path / "out"
+    assert main([str(sweep), f"out={out}", "map=false"]) == 0
+    assert main([str(sweep), f"out={out}", "map=false"]) == 0  # its own earlier report: replaced
+    with pytest.raises(SystemExit) as exc:
+        main([str(sweep), f"out={out}", "map=false", "metric=val_best/t2a/R@100"])
+    assert exc.value.code == 2 and "metric=val_best/t2a/R@100: no run below" in capsys.readouterr().err
+    for bad in ("abc", "-5", "0"):
+        with pytest.raises(SystemExit) as exc:
+            main([str(sweep), f"out={out}", "map=false", f"reviews={bad}"])
+        assert exc.value.code == 2 and f"reviews={bad}: must be a positive integer" in capsys.readouterr().err
+
+
 def test_cli_import_is_light():
     """The entry point must start fast: no Lightning, no matplotlib, no torch until a figure needs them."""
     heavy = "('pytorch_lightning', 'matplotlib', 'torch')"

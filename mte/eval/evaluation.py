@@ -50,7 +50,14 @@ from mte.eval.protocols import (
     evaluate_embeddings,
     query_mask,
 )
-from mte.eval.results import COLUMNS, print_summary, run_dir_of_checkpoint, write_results, write_text_atomic
+from mte.eval.results import (
+    COLUMNS,
+    check_results_dir,
+    print_summary,
+    run_dir_of_checkpoint,
+    write_results,
+    write_text_atomic,
+)
 
 if TYPE_CHECKING:
     import polars as pl
@@ -230,6 +237,8 @@ def evaluate(
     if raw_dir is not None and split != "test":
         raise EvaluationError(f"data.raw_dir={raw_dir}: every paired album of another dir is in its test split; "
                               f"use split=test (got {split!r})")
+    if out_dir and write:  # before anything slow; the default dir (beside the checkpoint) is checked once known
+        check_results_dir(Path(out_dir).expanduser(), "evaluation")
     t0, c0 = time.perf_counter(), time.process_time()
     model = load_checkpoint(ckpt_path, processed_dir=processed_dir, device=device)
     left_out: dict[str, Any] | None = None
@@ -269,6 +278,7 @@ def evaluate(
     }
     payload = {**fields, "kind": "evaluation", "metrics": metrics}
     if write:
+        check_results_dir(target, "evaluation")
         write_results(target / "metrics.json", "evaluation", metrics, **fields)
         write_text_atomic(target / "metrics.md", table)
     return EvaluationResult(metrics, payload, target, table, timings)

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mte.cli import UserError
 from mte.eval.figures import (
     DIRECTION_TITLES,
     FIGURE_PATTERNS,
@@ -308,10 +309,14 @@ def build_report(
     if not runs and not orphans:
         raise FileNotFoundError(f"no runs below {root}: no metrics.json with metrics (is the sweep finished?)")
     out = Path(out) if out is not None else root / "report"
+    check_report_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     for pattern in FIGURE_PATTERNS:  # figures of an earlier report here would be listed by nobody
         for stale in out.glob(pattern):
             stale.unlink()
+    if metric and runs and not any(metric in run.metrics for run in runs):
+        known = sorted({key for run in runs for key in run.metrics if key.startswith("val_best/")})
+        raise ReportDirError(f"metric={metric}: no run below {root} has it; e.g. {', '.join(known[:4]) or 'none'}")
     metric = metric or (runs[0].selection_metric if runs else "val_best/t2a/R@10")
     best = best_run(runs, metric)
     swept = swept_parameters(runs)
@@ -342,6 +347,33 @@ def build_report(
     return Report(markdown, figures, runs, best, warnings, orphans)
 
 
+REPORT_TITLE = "# Retrieval report: "  # the first line of every report.md this module writes
+
+
+class ReportDirError(FileExistsError, UserError):
+    """A report dir holding a report.md or figures mte.report did not write; nothing was touched."""
+
+
+def check_report_dir(out: Path) -> None:
+    """Raise :class:`ReportDirError` (one line) unless ``out`` is missing, or a dir whose ``report.md`` and figure
+    files (``FIGURE_PATTERNS``, replaced on every run) an earlier report wrote: a report.md starting with the
+    report's title. A user's dir or file given as ``out=`` is never written into over their files."""
+    if out.exists() and not out.is_dir():
+        raise ReportDirError(f"out={out} exists and is not a directory; choose another out")
+    markdown = out / "report.md"
+    figures = sorted(path.name for pattern in FIGURE_PATTERNS for path in out.glob(pattern)) if out.is_dir() else []
+    if not markdown.exists() and not figures:
+        return
+    try:
+        ours = markdown.read_text(encoding="utf-8").startswith(REPORT_TITLE)
+    except (OSError, UnicodeDecodeError):
+        ours = False
+    if not ours:
+        what = markdown if markdown.exists() else out / figures[0]
+        raise ReportDirError(f"refusing to overwrite {what}: it was not written by python -m mte.report; choose "
+                             f"another out")
+
+
 def _markdown(
     root: Path,
     runs: Sequence[Run],
@@ -356,7 +388,7 @@ def _markdown(
     orphans: Sequence[Evaluation] = (),
     paper_lines: Sequence[str] = (),
 ) -> list[str]:
-    lines = [f"# Retrieval report: `{root}`", ""]
+    lines = [f"{REPORT_TITLE}`{root}`", ""]
     n_evaluations = sum(len(r.evaluations) for r in runs) + len(orphans)
     evaluated = f" · {n_evaluations} evaluation(s) (`mte.evaluate`)" if n_evaluations else ""
     lines.append(

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mte.cli import UserError
 from mte.paths import atomic_write
 
 KINDS = ("run", "evaluation", "baseline")
@@ -83,6 +84,26 @@ def read_results(path: Path | str) -> dict[str, Any] | None:
     if not isinstance(payload, dict) or not isinstance(payload.get("metrics"), dict):
         return None
     return {**payload, "kind": result_kind(payload)}
+
+
+class ResultsDirError(FileExistsError, UserError):
+    """A results dir that holds files mte did not write there; nothing was touched. The message is one line."""
+
+
+def check_results_dir(out_dir: Path | str, kind: str, option: str = "out_dir") -> None:
+    """Raise :class:`ResultsDirError` unless writing ``metrics.json`` and ``metrics.md`` of ``kind`` into ``out_dir``
+    replaces only what an earlier mte result of that kind wrote: ``out_dir`` is missing or a dir, and if it holds
+    either file, its ``metrics.json`` is mte's, of this kind (``metrics.md`` is then that result's table)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ResultsDirError(f"{option}={out} exists and is not a directory; choose another {option}")
+    present = [name for name in ("metrics.json", "metrics.md") if (out / name).exists()]
+    if not present:
+        return
+    payload = read_results(out / "metrics.json")
+    if payload is None or payload["kind"] != kind:
+        raise ResultsDirError(f"refusing to overwrite {out / present[0]}: it is not an mte {kind}'s result; choose "
+                              f"another {option}")
 
 
 def run_dir_of_checkpoint(ckpt_path: Path | str) -> Path:
