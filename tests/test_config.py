@@ -187,6 +187,41 @@ def test_a_resume_from_a_file_that_is_no_checkpoint_is_refused(tmp_path):
         check_settings(_compose(f"ckpt_path={notes}"))
 
 
+def _lightning_checkpoint(path: Path, cfg, epochs_done: int, best: Path) -> Path:
+    """A file with the parts of a Lightning checkpoint the resume checks read (tests/test_train_e2e.py resumes real
+    ones): the module's hyper-parameters, the fit loop's epoch count and ModelCheckpoint's best path."""
+    import torch
+
+    torch.save({
+        "hyper_parameters": {g: OmegaConf.to_container(cfg[g], resolve=True) for g in ("text", "audio", "model",
+                                                                                      "loss")},
+        "loops": {"fit_loop": {"epoch_progress": {"current": {"processed": epochs_done}}}},
+        "callbacks": {"ModelCheckpoint{'monitor': 'val/t2a/R@10'}": {"best_model_path": str(best)}},
+    }, path)
+    return path
+
+
+def test_a_resume_continues_the_same_model_and_needs_its_best_checkpoint(tmp_path):
+    """Resuming with another model (embed_dim, backbone, loss, learning rate) failed in a state-dict traceback or
+    silently mixed two setups; a deleted best.ckpt failed after the epochs had run. Both are one line up front."""
+    from mte.train.checks import ConfigError, check_settings
+
+    best = tmp_path / "best.ckpt"
+    best.write_bytes(b"")
+    last = _lightning_checkpoint(tmp_path / "last.ckpt", _compose("+text.max_length=256"), 2, best)
+    check_settings(_compose(f"ckpt_path={last}", "trainer.max_epochs=5"))  # the same run, more epochs
+    check_settings(_compose(f"ckpt_path={last}", "trainer.max_epochs=5", "+text.max_length=auto"))  # resolved value
+    for override, words in (("model.embed_dim=32", "model.embed_dim: 128 → 32"),
+                            ("model.optimizer.lr=0.5", "model.optimizer.lr: 0.01 → 0.5"),
+                            ("loss=sigmoid", "loss.temperature: 0.07 → 0.1")):
+        with pytest.raises(ConfigError, match=re.escape(words) + ".*start a new run without ckpt_path"):
+            check_settings(_compose(f"ckpt_path={last}", "trainer.max_epochs=5", override))
+    best.unlink()
+    with pytest.raises(ConfigError, match=rf"its run's best checkpoint {re.escape(str(best))} no longer exists"):
+        check_settings(_compose(f"ckpt_path={last}", "trainer.max_epochs=5"))
+    check_settings(_compose(f"ckpt_path={last}", "trainer.max_epochs=5", "test=false"))
+
+
 def test_a_missing_text_encoder_is_the_loaders_one_line(tmp_path):
     from mte.train.checks import ConfigError, check_text_encoder
 

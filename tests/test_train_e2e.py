@@ -322,6 +322,10 @@ def test_last_checkpoint_is_the_last_epoch_even_when_the_best_stays_behind(tmp_p
     best = torch.load(record["best_checkpoint"], map_location="cpu", weights_only=False)
     last = torch.load(record["last_checkpoint"], map_location="cpu", weights_only=False)
     assert best["epoch"] == 0 and last["epoch"] == 2 and last["global_step"] == 3 * best["global_step"]
-    refused = train(run_dir, "logger=csv", "trainer.max_epochs=3", f"ckpt_path={record['last_checkpoint']}",
-                    check=False)
+    resume = ["logger=csv", "model.optimizer.lr=1e-12", f"ckpt_path={record['last_checkpoint']}"]
+    refused = train(run_dir, *resume, "trainer.max_epochs=3", check=False)
     assert refused.returncode == 2 and "has already trained 3 epoch(s)" in refused.stderr, refused.stderr
+    other = train(run_dir, *resume, "trainer.max_epochs=4", "model.embed_dim=32", check=False)  # a state-dict traceback
+    assert other.returncode == 2 and other.stderr.strip().splitlines() == [
+        f"error: ckpt_path={record['last_checkpoint']} was trained with other settings (model.embed_dim: 128 → 32); "
+        "a resume continues the same run: drop those overrides, or start a new run without ckpt_path"]

@@ -66,7 +66,7 @@ def check_settings(cfg: Mapping[str, Any]) -> None:
     parse_threads((cfg.get("runtime") or {}).get("threads", AUTO))
     check_ckpt_path(cfg.get("ckpt_path"))
     if not baseline and cfg.get("train", True) and cfg.get("ckpt_path"):
-        check_resume_budget(str(cfg.get("ckpt_path")), cfg.get("trainer") or {})
+        check_resume(str(cfg.get("ckpt_path")), cfg)
 
 
 def _is_baseline(cfg: Mapping[str, Any]) -> bool:
@@ -194,17 +194,65 @@ def check_ckpt_path(ckpt_path: Any) -> None:
         raise ConfigError(f"ckpt_path={ckpt_path} {what} (resume from <run dir>/checkpoints/last.ckpt)")
 
 
-def check_resume_budget(ckpt_path: str, trainer: Mapping[str, Any]) -> None:
-    """Resuming must leave epochs to train: ``trainer.max_epochs`` above the epochs the checkpoint already ran.
+def check_resume(ckpt_path: str, cfg: Mapping[str, Any]) -> None:
+    """A resume continues the checkpoint's run: the same model (:func:`check_same_model`), epochs left to train
+    (:func:`check_resume_budget`), and the run's best checkpoint still there for the test after training (a deleted
+    ``best.ckpt`` failed in a traceback once the epochs had run). The file is read once, memory-mapped."""
+    ckpt = _load_checkpoint(ckpt_path)
+    check_same_model(ckpt_path, ckpt, cfg)
+    check_resume_budget(ckpt_path, ckpt, cfg.get("trainer") or {})
+    if cfg.get("test", True):
+        for name, state in (ckpt.get("callbacks") or {}).items():
+            best = state.get("best_model_path") if isinstance(state, Mapping) else None
+            if str(name).startswith("ModelCheckpoint") and best and not os.path.isfile(best):
+                raise ConfigError(f"ckpt_path={ckpt_path}: its run's best checkpoint {best} no longer exists, and the "
+                                  f"test after training reads it; put it back, or pass test=false")
 
-    Otherwise Lightning skips fit without a word and the run reports the checkpoint's test metrics as if it had
-    trained (the same silent no-op as ``max_epochs=0``). The epochs done are Lightning's own count in the checkpoint
-    (``loops.fit_loop.epoch_progress``); the file is memory-mapped, so a large checkpoint is not read into memory.
-    """
-    epochs = trainer.get("max_epochs")
-    if trainer.get("fast_dev_run") or not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+
+# what a resume may change without training another model: nothing in these groups (a config value "auto" matches
+# the value it was resolved to, e.g. text.max_length)
+MODEL_GROUPS = ("text", "audio", "model", "loss")
+
+
+def check_same_model(ckpt_path: str, ckpt: Mapping[str, Any], cfg: Mapping[str, Any]) -> None:
+    """The config's model, loss and optimiser settings are the checkpoint's: a resume with another ``embed_dim`` or
+    text backbone failed in a state-dict traceback, and other changes (a learning rate, a dropout) would be
+    silently overridden by the restored state or mix two setups in one run. A changed setup is a new run."""
+    stored = ckpt.get("hyper_parameters")
+    if not isinstance(stored, Mapping):
         return
+    changed: list[str] = []
+    for group in MODEL_GROUPS:
+        mine = _flat(_plain(cfg.get(group) or {}), group)
+        theirs = _flat(_plain(stored.get(group) or {}), group)
+        changed += [f"{key}: {theirs.get(key)!r} → {value!r}" for key, value in sorted(mine.items())
+                    if key in theirs and value != theirs[key] and value != "auto"]
+    if changed:
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise ConfigError(f"ckpt_path={ckpt_path} was trained with other settings ({'; '.join(changed[:3])}{more}); "
+                          f"a resume continues the same run: drop those overrides, or start a new run without "
+                          f"ckpt_path")
+
+
+def _plain(value: Any) -> Any:
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig | ListConfig) else value
+
+
+def _flat(tree: Any, prefix: str) -> dict[str, Any]:
+    if not isinstance(tree, Mapping):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}.{key}"))
+    return out
+
+
+def _load_checkpoint(ckpt_path: str) -> Mapping[str, Any]:
+    """The checkpoint's dict, memory-mapped (a large checkpoint is not read into memory); one line if unreadable."""
     import torch
+
 
     path = os.path.expanduser(ckpt_path)
     try:
@@ -217,6 +265,19 @@ def check_resume_budget(ckpt_path: str, trainer: Mapping[str, Any]) -> None:
                           f"{str(e).splitlines()[0] if str(e) else 'no detail'})") from None
     if not isinstance(ckpt, Mapping):
         raise ConfigError(f"ckpt_path={ckpt_path} is not a training checkpoint (no Lightning state in it)")
+    return ckpt
+
+
+def check_resume_budget(ckpt_path: str, ckpt: Mapping[str, Any], trainer: Mapping[str, Any]) -> None:
+    """Resuming must leave epochs to train: ``trainer.max_epochs`` above the epochs the checkpoint already ran.
+
+    Otherwise Lightning skips fit without a word and the run reports the checkpoint's test metrics as if it had
+    trained (the same silent no-op as ``max_epochs=0``). The epochs done are Lightning's own count in the checkpoint
+    (``loops.fit_loop.epoch_progress``).
+    """
+    epochs = trainer.get("max_epochs")
+    if trainer.get("fast_dev_run") or not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        return
     progress = ((ckpt.get("loops") or {}).get("fit_loop") or {}).get("epoch_progress", {}).get("current", {})
     done = progress.get("processed")
     if isinstance(done, int) and epochs <= done:
