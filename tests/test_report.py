@@ -297,6 +297,15 @@ def test_report_never_overwrites_what_it_did_not_write(sweep, tmp_path, capsys):
         assert exc.value.code == 2 and f"reviews={bad}: must be a positive integer" in capsys.readouterr().err
 
 
+def test_no_grid_without_a_two_parameter_sweep(tmp_path):
+    """A run beside a baseline differ in two overrides, but no run sets both: the report drew a grid of no cells."""
+    write_job(tmp_path / "run", ["trainer.max_epochs=1"], 20.0)
+    write_job(tmp_path / "baseline", ["model=random"], 5.0)
+    report = build_report(tmp_path, embedding_map=False)
+    text = report.markdown.read_text()
+    assert "## Runs" in text and " × " not in text and not list(report.markdown.parent.glob("heatmap_*.png"))
+
+
 def test_cli_import_is_light():
     """The entry point must start fast: no Lightning, no matplotlib, no torch until a figure needs them."""
     heavy = "('pytorch_lightning', 'matplotlib', 'torch')"

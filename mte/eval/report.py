@@ -328,6 +328,9 @@ def build_report(
         if sum(v is not None for v in values) >= 2:  # one set value against "default" is no sweep to plot
             figures.append(plot_parameter(runs, param, swept, out, metric))
     grid_params = list(swept) if len(swept) == 2 else []
+    if grid_params:  # a grid needs runs that set both parameters, at two values each (not a run beside a baseline)
+        _, rows, cols = grid_values(runs, grid_params[0], grid_params[1], metric)
+        grid_params = grid_params if len(rows) >= 2 and len(cols) >= 2 else []
     heatmap = plot_heatmap(runs, grid_params[0], grid_params[1], metric, out) if grid_params else None
     figures += [heatmap] if heatmap else []
     map_run = best if best is not None and best.checkpoint() else best_run([r for r in runs if r.checkpoint()], metric)
