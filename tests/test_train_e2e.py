@@ -6,6 +6,7 @@ the session cache by the first run), so they are marked slow; CI runs them.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -329,3 +330,9 @@ def test_last_checkpoint_is_the_last_epoch_even_when_the_best_stays_behind(tmp_p
     assert other.returncode == 2 and other.stderr.strip().splitlines() == [
         f"error: ckpt_path={record['last_checkpoint']} was trained with other settings (model.embed_dim: 128 → 32); "
         "a resume continues the same run: drop those overrides, or start a new run without ckpt_path"]
+    # resuming in the run dir keeps the CSV log of the epochs before it (Lightning's CSV logger deleted it)
+    train(run_dir, *resume, "trainer.max_epochs=4")
+    epochs_in = {name: {row["epoch"] for row in csv.DictReader((run_dir / "csv" / name).open()) if row.get("epoch")}
+                 for name in ("metrics-1.csv", "metrics.csv")}
+    assert epochs_in["metrics-1.csv"] == {"0", "1", "2"}, epochs_in
+    assert "3" in epochs_in["metrics.csv"] and not epochs_in["metrics.csv"] & {"0", "1", "2"}, epochs_in  # + test row

@@ -119,6 +119,27 @@ def build_loggers(cfg: Mapping[str, Any] | None) -> list[Any]:
     return [instantiate(spec) for spec in (cfg or {}).values() if spec is not None]
 
 
+def keep_csv_history(loggers: Sequence[Any]) -> list[Path]:
+    """Before a resumed run logs: move each CSV logger's earlier ``metrics.csv`` to ``metrics-<n>.csv`` beside it.
+
+    Lightning's CSV logger deletes a ``metrics.csv`` it finds in its dir, so resuming in the run dir erased the
+    epochs before the resume. Returns the files kept (the new ``metrics.csv`` holds the resumed epochs).
+    """
+    kept = []
+    for logger in loggers:
+        if type(logger).__name__ != "CSVLogger":
+            continue
+        current = Path(logger.log_dir) / "metrics.csv"
+        if not current.is_file():
+            continue
+        n = 1
+        while (current.parent / f"metrics-{n}.csv").exists():
+            n += 1
+        current.rename(current.parent / f"metrics-{n}.csv")
+        kept.append(current.parent / f"metrics-{n}.csv")
+    return kept
+
+
 def finish_loggers(loggers: Sequence[Any]) -> None:
     """Close W&B runs so offline files (summary, config) are complete — needed between multirun jobs."""
     for logger in loggers:

@@ -180,7 +180,7 @@ def _train_and_test(cfg: DictConfig) -> dict[str, float]:
         from mte.train.baselines import BASELINES, run_baseline
         from mte.train.callbacks import apply_selection
         from mte.train.checks import check_splits, splits_used
-        from mte.train.loggers import build_loggers, finish_loggers
+        from mte.train.loggers import build_loggers, finish_loggers, keep_csv_history
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     data = ProcessedData.load(prepare_from_config(cfg.data))
@@ -194,6 +194,8 @@ def _train_and_test(cfg: DictConfig) -> dict[str, float]:
     if not cfg.get("train", True):
         selection = "the given ckpt_path (no training)"
     loggers = build_loggers(cfg.get("logger"))
+    if cfg.get("ckpt_path") and cfg.get("train", True):
+        keep_csv_history(loggers)
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     run_dir = Path(cfg.paths.output_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
