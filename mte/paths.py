@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -27,6 +28,7 @@ from omegaconf import OmegaConf
 
 CACHE_ENV = "MTE_CACHE_DIR"
 CACHE_RESOLVER = "mte.cache"
+CONFIG_SUBDIR_RESOLVER = "mte.config_subdir"
 
 
 def cache_root() -> Path:
@@ -62,6 +64,21 @@ def config_dir() -> Path:
     shipped = package_root() / "conf"
     return shipped if shipped.is_dir() else package_root().parent / "conf"
 
+
+def run_config_subdir(ckpt_path: object = None) -> str:
+    """Where Hydra records a training run's config (``hydra.output_subdir``): ``.hydra`` for a run, and
+    ``.hydra/resume-<date>_<time>`` for a resume (``ckpt_path=…``) in the run's dir. Hydra writes it before any mte
+    code runs, so a resume that is then refused (another model, no epochs left) used to overwrite the config the
+    run had trained with — and ``mte.report`` described the run by the refused overrides."""
+    if ckpt_path in (None, ""):
+        return ".hydra"
+    return f".hydra/resume-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+
+
+if not OmegaConf.has_resolver(CONFIG_SUBDIR_RESOLVER):
+    # conf/hydra/default.yaml: ``output_subdir: ${mte.config_subdir:${ckpt_path}}``; cached, so one process
+    # records one resume in one place however often Hydra resolves the key
+    OmegaConf.register_new_resolver(CONFIG_SUBDIR_RESOLVER, run_config_subdir, use_cache=True)
 
 if not OmegaConf.has_resolver(CACHE_RESOLVER):
     # conf/data/mard.yaml: ``cache_dir: ${mte.cache:}``. Resolved when read (not when composed), so MTE_CACHE_DIR

@@ -330,6 +330,10 @@ def test_last_checkpoint_is_the_last_epoch_even_when_the_best_stays_behind(tmp_p
     assert other.returncode == 2 and other.stderr.strip().splitlines() == [
         f"error: ckpt_path={record['last_checkpoint']} was trained with other settings (model.embed_dim: 128 → 32); "
         "a resume continues the same run: drop those overrides, or start a new run without ckpt_path"]
+    # the refused resumes recorded their configs apart: the run's own still says what it trained with
+    recorded = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    assert recorded["model"]["embed_dim"] == 128 and recorded["trainer"]["max_epochs"] == 3
+    assert recorded["ckpt_path"] is None and len(list((run_dir / ".hydra").glob("resume-*/config.yaml"))) >= 1
     # resuming in the run dir keeps the CSV log of the epochs before it (Lightning's CSV logger deleted it)
     train(run_dir, *resume, "trainer.max_epochs=4")
     epochs_in = {name: {row["epoch"] for row in csv.DictReader((run_dir / "csv" / name).open()) if row.get("epoch")}
