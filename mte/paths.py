@@ -109,6 +109,17 @@ def atomic_write(path: Path | str, write: Callable[[BinaryIO], object]) -> None:
         raise
 
 
+def output_dir_entries(out: Path, option: str, error: Callable[[str], Exception]) -> list[str]:
+    """The names in an output dir a tool is about to write (dirs end in '/'; none when it does not exist yet), for
+    its check that it replaces only its own files. A path there that is not a dir (a file, a symlink) is
+    ``error``: a one-line refusal naming ``option``."""
+    if not out.exists() and not out.is_symlink():
+        return []
+    if out.is_symlink() or not out.is_dir():
+        raise error(f"{option}={out} exists and is not a directory; choose another {option}")
+    return sorted(entry.name + ("/" if entry.is_dir() else "") for entry in out.iterdir())
+
+
 def _new_temp_file(path: Path) -> tuple[int, str]:
     """A new, empty temp file beside ``path`` (a hidden, random name), opened for writing: its fd and path."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)

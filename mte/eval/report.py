@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ from mte.eval.runs import (
     parse_overrides,
     swept_parameters,
 )
+from mte.paths import output_dir_entries
 
 __all__ = ["PAPER_TABLE1", "Report", "build_report", "find_runs", "parse_overrides"]
 
@@ -361,10 +363,9 @@ def check_report_dir(out: Path) -> None:
     """Raise :class:`ReportDirError` (one line) unless ``out`` is missing, or a dir whose ``report.md`` and figure
     files (``FIGURE_PATTERNS``, replaced on every run) an earlier report wrote: a report.md starting with the
     report's title. A user's dir or file given as ``out=`` is never written into over their files."""
-    if out.exists() and not out.is_dir():
-        raise ReportDirError(f"out={out} exists and is not a directory; choose another out")
+    entries = output_dir_entries(out, "out", ReportDirError)
     markdown = out / "report.md"
-    figures = sorted(path.name for pattern in FIGURE_PATTERNS for path in out.glob(pattern)) if out.is_dir() else []
+    figures = [name for name in entries if any(fnmatch(name, pattern) for pattern in FIGURE_PATTERNS)]
     if not markdown.exists() and not figures:
         return
     try:

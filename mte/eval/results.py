@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mte.cli import UserError
-from mte.paths import atomic_write
+from mte.paths import atomic_write, output_dir_entries
 
 KINDS = ("run", "evaluation", "baseline")
 COLUMNS = ("R@1", "R@5", "R@10", "mAP@10", "MedR", "MeanR")
@@ -95,9 +95,8 @@ def check_results_dir(out_dir: Path | str, kind: str, option: str = "out_dir") -
     replaces only what an earlier mte result of that kind wrote: ``out_dir`` is missing or a dir, and if it holds
     either file, its ``metrics.json`` is mte's, of this kind (``metrics.md`` is then that result's table)."""
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ResultsDirError(f"{option}={out} exists and is not a directory; choose another {option}")
-    present = [name for name in ("metrics.json", "metrics.md") if (out / name).exists()]
+    entries = output_dir_entries(out, option, ResultsDirError)
+    present = [name for name in ("metrics.json", "metrics.md") if name in entries]
     if not present:
         return
     payload = read_results(out / "metrics.json")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mte.models.inference import LoadedModel
+from mte.paths import output_dir_entries
 from mte.search.errors import Progress, SearchError, quiet
 from mte.search.faiss_index import SEARCHED, load_faiss, write_faiss_indexes
 from mte.search.gallery import TABLES, Gallery, GallerySource
@@ -159,12 +160,7 @@ def check_replaceable(out: Path) -> None:
     """Raise :class:`SearchError` (one line) unless writing the export to ``out`` can lose nothing but an earlier
     export's own files: ``out`` must be missing, an empty dir, or an export dir (an ``mte-export`` manifest) holding
     only the files an export writes. A user's dir given as ``out_dir`` by mistake is never replaced."""
-    if not out.exists() and not out.is_symlink():
-        return
-    if out.is_symlink() or not out.is_dir():
-        raise SearchError(f"refusing to write the export to {out}: it exists and is not a directory; choose another "
-                          f"out_dir")
-    present = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in out.iterdir())
+    present = output_dir_entries(out, "out_dir", SearchError)
     if not present:
         return
     manifest = read_manifest(out)
