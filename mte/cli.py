@@ -12,8 +12,9 @@ import gc
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 
 class UserError(Exception):
@@ -93,3 +94,15 @@ def quote_free_values(argv: list[str], keys: tuple[str, ...] = FREE_VALUE_KEYS) 
             arg = f"{key}='" + value.replace("'", "\\'").replace("${", "\\${") + "'"
         out.append(arg)
     return out
+
+
+def plain_dict(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A plain dict of a config group (OmegaConf containers become dicts, interpolations resolved): the form
+    hyper-parameters are pickled, logged and compared in."""
+    if cfg is None:
+        return {}
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(cfg)

@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from mte.cli import plain_dict
 from mte.models.audio import build_audio_encoder
 from mte.models.contract import CHECKPOINT_KEY, ContractError, InputContract
 from mte.models.heads import ProjectionHead
@@ -38,20 +39,6 @@ def build_loss(cfg: Mapping[str, Any]) -> nn.Module:
     if cfg["name"] not in losses:
         raise ValueError(f"unknown loss {cfg['name']!r}; choose one of {', '.join(losses)}")
     return losses[cfg["name"]](**{k: v for k, v in cfg.items() if k != "name"})
-
-
-def _plain(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A plain dict (OmegaConf containers become dicts) so hyper-parameters pickle and log cleanly."""
-    if cfg is None:
-        return {}
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    except ImportError:  # pragma: no cover
-        pass
-    return dict(cfg)
 
 
 class EmbeddingModel(pl.LightningModule):
@@ -84,7 +71,7 @@ class EmbeddingModel(pl.LightningModule):
         data: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        text, audio, model, loss, data = _plain(text), _plain(audio), _plain(model), _plain(loss), _plain(data)
+        text, audio, model, loss, data = (plain_dict(group) for group in (text, audio, model, loss, data))
         self.save_hyperparameters(
             {
                 "text": text,

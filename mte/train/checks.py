@@ -19,7 +19,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from mte.cli import UserError
+from mte.cli import UserError, plain_dict
 from mte.train.threads import AUTO, parse_threads
 
 # The opt-out for a deliberately mismatched sampler/loss pair (see check_neighborhood_consistency).
@@ -223,8 +223,8 @@ def check_same_model(ckpt_path: str, ckpt: Mapping[str, Any], cfg: Mapping[str, 
         return
     changed: list[str] = []
     for group in MODEL_GROUPS:
-        mine = _flat(_plain(cfg.get(group) or {}), group)
-        theirs = _flat(_plain(stored.get(group) or {}), group)
+        mine = _flat(plain_dict(cfg.get(group)), group)
+        theirs = _flat(plain_dict(stored.get(group)), group)
         changed += [f"{key}: {theirs.get(key)!r} → {value!r}" for key, value in sorted(mine.items())
                     if key in theirs and value != theirs[key] and value != "auto"]
     if changed:
@@ -232,12 +232,6 @@ def check_same_model(ckpt_path: str, ckpt: Mapping[str, Any], cfg: Mapping[str, 
         raise ConfigError(f"ckpt_path={ckpt_path} was trained with other settings ({'; '.join(changed[:3])}{more}); "
                           f"a resume continues the same run: drop those overrides, or start a new run without "
                           f"ckpt_path")
-
-
-def _plain(value: Any) -> Any:
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig | ListConfig) else value
 
 
 def _flat(tree: Any, prefix: str) -> dict[str, Any]:
