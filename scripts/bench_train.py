@@ -169,7 +169,7 @@ def base_overrides(args: argparse.Namespace, out_dir: Path) -> list[str]:
         "trainer=cpu",
         "logger=none",
         "~callbacks",
-        "+trainer.limit_val_batches=0",
+        "trainer.limit_val_batches=0",
         "+trainer.enable_checkpointing=false",
         "+trainer.enable_progress_bar=false",
         "+trainer.enable_model_summary=false",

@@ -83,7 +83,7 @@ def test_launcher_plugins_compose(launcher):
 def test_optuna_search_space():
     cfg = _compose("hparams_search=optuna", hydra=True)
     params = OmegaConf.to_container(cfg.hydra.sweeper.params)
-    assert set(params) == {"loss.margin", "model.embed_dim", "model.optimizer.lr"}
+    assert set(params) == {"++loss.margin", "model.embed_dim", "model.optimizer.lr"}
     assert cfg.hydra.sweeper.direction == "maximize"
 
 
@@ -117,10 +117,12 @@ BAD_SETTINGS = [
     ("model.scheduler.warmup_fraction=1.5", "model.scheduler.warmup_fraction=1.5"),
     ("seed=abc", "seed='abc': must be an integer"),
     ("data.num_workers=-1", "data.num_workers=-1: must be an integer ≥ 0"),
+    ("loss=sigmoid ++loss.margin=0.2", "loss.margin=0.2: loss=sigmoid has no margin"),  # hparams_search=optuna sets it
 ]
 # the same checks on the margin recipe, whose sampler and loss terms come together (experiment=best_margin)
 BAD_MARGIN_SETTINGS = [
     ("data.batch_size=33", "must be even"),  # sampler=neighborhood puts reviews in pairs
+    ("data.batch_size=2", "data.batch_size=2: sampler=neighborhood needs at least 4"),  # one album: no negatives
     ("sampler=random", "sampler=neighborhood or loss.neighborhood=false"),  # terms without the sampler
     ("loss.neighborhood=false", "loss.neighborhood=true or sampler=random"),  # sampler without the terms
     ("loss=infonce", "loss=infonce has no neighbourhood terms"),
@@ -155,6 +157,18 @@ def test_bad_settings_are_one_line_errors(base, override, words):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_gpu_trainer_without_a_gpu_is_one_line():
+    """trainer=gpu on a CPU machine was Lightning's multi-line instantiate error, after prepare."""
+    from mte.train.checks import ConfigError, check_accelerator
+
+    for trainer in ("gpu", "ddp"):
+        with pytest.raises(ConfigError, match=r"^trainer.accelerator=gpu: torch finds no GPU here .*trainer=cpu"):
+            check_accelerator(_compose(f"trainer={trainer}").trainer)
+    check_accelerator(_compose("trainer=cpu").trainer)
+    check_accelerator(_compose().trainer)  # auto
+
+
 def test_paper_rows_reject_the_sampler_without_the_terms_unless_asked_by_name():
     from mte.train.checks import ConfigError, check_settings
 
@@ -171,7 +185,7 @@ def test_valid_edges_pass(tmp_path):
 
     ckpt = tmp_path / "last.ckpt"
     ckpt.write_bytes(b"")
-    check_settings(_compose("trainer.max_epochs=-1", "+trainer.max_steps=5"))
+    check_settings(_compose("trainer.max_epochs=-1", "trainer.max_steps=5"))
     check_settings(_compose("debug=fdr", "trainer.max_epochs=0"))
     check_settings(_compose("train=false", "trainer.max_epochs=0", f"ckpt_path={ckpt}"))
     check_settings(_compose("model=cca", "data.batch_size=1"))  # closed form: no batches

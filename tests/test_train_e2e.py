@@ -301,7 +301,8 @@ def test_optuna_search_runs_trials_and_optimises_the_returned_metric(tmp_path):
 def test_fast_dev_run_trains_one_step_validates_once_and_reports_no_test(tmp_path):
     """debug=fdr: one training step, one validation pass, no test, no logger files, no "best" model."""
     run_dir = tmp_path / "fdr"
-    run_module("mte.train", "debug=fdr", "data.synthetic.albums=200", f"hydra.run.dir={run_dir}")
+    proc = run_module("mte.train", "debug=fdr", "data.synthetic.albums=200", f"hydra.run.dir={run_dir}")
+    assert "no test (a fast dev run)" in proc.stdout and "tested checkpoint" not in proc.stdout  # it said "tested"
     result = json.loads((run_dir / "metrics.json").read_text())
     metrics = result["metrics"]
     assert 0 <= metrics["val/t2a/R@10"] <= 100 and metrics["val/t2a/n_queries"] > 0  # validation ran

@@ -118,9 +118,10 @@ class PrepareConfig:
                                      f"got {list(self.text_fields)}")
         vocab = self.vocab
         minimums_ok = all(m > 0 and (m < 1 or float(m).is_integer()) for m in (vocab.min_albums, vocab.min_artists))
-        if vocab.size < 2 or vocab.max_length < 1 or vocab.min_freq < 0 or not minimums_ok \
+        if vocab.size < 3 or vocab.max_length < 1 or vocab.min_freq < 0 or not minimums_ok \
                 or not 0 < vocab.spread_cap <= 1:
-            raise PrepareConfigError(f"bad data.vocab {asdict(vocab)}: size >= 2, max_length >= 1, min_freq >= 0, "
+            raise PrepareConfigError(f"bad data.vocab {asdict(vocab)}: size >= 3 ([PAD], [UNK] and a word), "
+                                     "max_length >= 1, min_freq >= 0, "
                                      "min_albums and min_artists a whole count >= 1 or a share in (0, 1), "
                                      "0 < spread_cap <= 1")
 

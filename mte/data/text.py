@@ -220,8 +220,8 @@ class Vocabulary:
         total (never below 1). Without it (a vocabulary built outside prepare) the minimums apply as given."""
         import polars as pl
 
-        if cfg.size < 2:
-            raise ValueError(f"vocab.size must be >= 2 ([PAD] and [UNK]), got {cfg.size}")
+        if cfg.size < 3:  # 2 would hold only [PAD] and [UNK]: every review all-unknown
+            raise ValueError(f"vocab.size must be >= 3 ([PAD], [UNK] and a word), got {cfg.size}")
         if cfg.max_length < 1:  # 0 would keep no word of any review
             raise ValueError(f"vocab.max_length must be >= 1, got {cfg.max_length}")
         stop = _stop_forms(stopwords if stopwords is not None else load_stopwords(), cfg.lowercase)

@@ -56,6 +56,9 @@ def check_settings(cfg: Mapping[str, Any]) -> None:
         if sampler == "neighborhood" and batch_size is not None and batch_size % 2:
             raise ConfigError(f"data.batch_size={batch_size}: sampler=neighborhood puts reviews in pairs of the "
                               "same album, so the batch size must be even")
+        if sampler == "neighborhood" and batch_size is not None and batch_size < 4:
+            raise ConfigError(f"data.batch_size={batch_size}: sampler=neighborhood needs at least 4 (two albums' "
+                              "pairs): one album's pair has no other album to rank against, and every loss is 0")
         if cfg.get("train", True):
             check_max_epochs(cfg.get("trainer") or {})
         check_loss(cfg.get("loss") or {})
@@ -134,6 +137,10 @@ def check_loss(loss: Mapping[str, Any]) -> None:
         _number(loss, "loss.temperature", 0.0, None, low_open=True)
     if name == "sigmoid":
         _number(loss, "loss.bias")
+        if loss.get("margin") is not None:
+            raise ConfigError(f"loss.margin={loss.get('margin')}: loss=sigmoid has no margin (hparams_search=optuna "
+                              f"searches one): use loss=margin or loss=infonce, or search other keys through "
+                              f"hydra.sweeper.params")
 
 
 def check_optimizer(model: Mapping[str, Any]) -> None:
@@ -155,6 +162,19 @@ def _share(group: Mapping[str, Any], dotted: str) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
         raise ConfigError(f"{dotted}={value!r}: must be a share in [0, 1)")
+
+
+def check_accelerator(trainer: Mapping[str, Any]) -> None:
+    """``trainer.accelerator=gpu|cuda`` (``trainer=gpu``, ``trainer=ddp``) needs a GPU torch can use: Lightning
+    said so in a multi-line instantiate error after prepare. Called once torch is imported (run() imports it right
+    after :func:`check_train_config`; importing it here would undo the W&B-first start-up)."""
+    import torch
+
+    accelerator = str(trainer.get("accelerator", "auto")).lower()
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={accelerator}: torch finds no GPU here (torch {torch.__version__}, "
+                          f"{'a CUDA build' if torch.version.cuda else 'a CPU build'}); use trainer=cpu or "
+                          f"trainer.accelerator=auto")
 
 
 def check_features(features: Any) -> None:

@@ -152,7 +152,7 @@ def test_touches_val(data: Any) -> bool:
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train (and test) one configuration; returns the flat metrics also written to ``<run dir>/metrics.json``."""
     from mte.cli import imports_outside_gc
-    from mte.train.checks import check_train_config
+    from mte.train.checks import check_accelerator, check_train_config
     from mte.train.loggers import warm_up_wandb
     from mte.train.threads import apply_threads, denormals_flushed, resolve_threads
 
@@ -160,6 +160,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     with imports_outside_gc():
         warm_up_wandb(cfg.get("logger"))  # the W&B SDK before torch (see there); its service starts meanwhile
         import torch  # noqa: F401
+    check_accelerator(cfg.get("trainer") or {})
     apply_threads(resolve_threads(cfg.get("runtime")))  # before torch starts any parallel work
     with denormals_flushed():  # also before the worker threads start: they inherit the mode
         return _train_and_test(cfg)
@@ -232,9 +233,12 @@ def _train_and_test(cfg: DictConfig) -> dict[str, float]:
             selection=selection,
             selected_epoch=selected_epoch,
         )
+        epoch = f" (epoch {selected_epoch}; val_best/* are its metrics)" if selected_epoch is not None else ""
+        tested = cfg.get("test", True) and not trainer.fast_dev_run
+        skipped = "a fast dev run" if trainer.fast_dev_run else "test=false"
         print_summary({k: v for k, v in metrics.items() if not k.startswith("val/")}, footer=[
-            f"tested checkpoint: {selection}"
-            + (f" (epoch {selected_epoch}; val_best/* are its metrics)" if selected_epoch is not None else ""),
+            f"tested checkpoint: {selection}{epoch}" if tested
+            else f"no test ({skipped}); selected: {selection}{epoch}",
             f"run dir: {run_dir}  (metrics.json, checkpoints/, .hydra/config.yaml, logger files)",
         ])
     return metrics
