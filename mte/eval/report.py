@@ -310,15 +310,15 @@ def build_report(
     runs, orphans = load_results(root)
     if not runs and not orphans:
         raise FileNotFoundError(f"no runs below {root}: no metrics.json with metrics (is the sweep finished?)")
+    if metric and runs and not any(metric in run.metrics for run in runs):
+        known = sorted({key for run in runs for key in run.metrics if key.startswith("val_best/")})
+        raise UserError(f"metric={metric}: no run below {root} has it; e.g. {', '.join(known[:4]) or 'none'}")
     out = Path(out) if out is not None else root / "report"
     check_report_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     for pattern in FIGURE_PATTERNS:  # figures of an earlier report here would be listed by nobody
         for stale in out.glob(pattern):
             stale.unlink()
-    if metric and runs and not any(metric in run.metrics for run in runs):
-        known = sorted({key for run in runs for key in run.metrics if key.startswith("val_best/")})
-        raise ReportDirError(f"metric={metric}: no run below {root} has it; e.g. {', '.join(known[:4]) or 'none'}")
     metric = metric or (runs[0].selection_metric if runs else "val_best/t2a/R@10")
     best = best_run(runs, metric)
     swept = swept_parameters(runs)
